@@ -1,0 +1,1 @@
+"""lit_career: next-occupation prediction with fine-tuned language models."""

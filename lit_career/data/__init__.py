@@ -1,0 +1,1 @@
+"""Data layer: taxonomy, panels, resume texts, corpora."""
