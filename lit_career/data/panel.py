@@ -14,6 +14,7 @@ format (:mod:`lit_career.data.career_format`) and the bundled NLSY79 panel (:mod
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"cannot parse file ({str(err).splitlines()[0]})", file=str(path)) from None
     if table.empty:
         raise InputError("file has a header but no rows", file=str(path))
+    if path.suffix == ".csv":
+        _check_last_line(path, list(table.columns), len(table) + 1)
     return table
+
+
+def _check_last_line(path: Path, header: list[str], row: int) -> None:
+    """A CSV whose last line has fewer fields than the header was cut off mid-row."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 65536))
+        tail = f.read().decode("utf-8", errors="replace")
+    if tail.endswith("\n"):
+        return
+    fields = next(csv.reader([tail.rsplit("\n", 1)[-1]]))
+    if len(fields) < len(header):
+        raise InputError(
+            f"last row has {len(fields)} of {len(header)} fields: the file looks truncated",
+            file=str(path),
+            row=row,
+            column=header[len(fields)],
+        )
 
 
 def parse_years(values: pd.Series, *, file: str, column: str, rows: np.ndarray | None = None) -> pd.Series:

@@ -125,6 +125,7 @@ def _build_once(out_dir: Path, build: Callable[[Path], Path]) -> Path:
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other folder
     try:
         build(tmp)
         os.replace(tmp, out_dir)

@@ -1,0 +1,1 @@
+"""Evaluation: per-transition distributions, metrics, reports."""

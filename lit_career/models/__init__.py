@@ -1,0 +1,1 @@
+"""Models: base LMs, fine-tuning, scoring heads and baselines."""
