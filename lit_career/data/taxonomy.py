@@ -33,7 +33,8 @@ SPECIAL_CODES = {
 
 
 def _resource(name: str) -> pd.DataFrame:
-    return pd.read_csv(files("lit_career.resources").joinpath("occupations", name).open("rb"), dtype=str)
+    with files("lit_career.resources").joinpath("occupations", name).open("rb") as f:
+        return pd.read_csv(f, dtype=str)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ class Vocabulary:
         return int(hits[0])
 
     def is_employed(self) -> np.ndarray:
-        """Boolean mask over indices: a job (occupation or military), not a non-work state."""
-        return (~self.table["is_special"]).to_numpy() | (self.table["key"] == "military").to_numpy()
+        """Boolean mask over indices: a job (occupation, military or an unmapped occupation), not a non-work state."""
+        return (~self.table["is_special"]).to_numpy() | self.table["key"].isin(["military", "unmapped"]).to_numpy()
 
     def group_of(self, level: Literal[12, 17] = 12) -> np.ndarray:
         """Parent group id per index (-1 for non-occupation states)."""

@@ -1,0 +1,190 @@
+"""Evaluation report: one table row per model, Markdown/CSV files, PNG plots and optional W&B logging.
+
+``python -m lit_career evaluate`` runs :func:`evaluate_command` on prediction Parquet files written by
+``predict`` (see :mod:`lit_career.evaluation.predictions`); every file is scored by
+:mod:`lit_career.evaluation.metrics`. Plots use matplotlib's object API (``Figure``, rendered by Agg),
+so no GUI backend or pyplot state is involved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lit_career.errors import InputError
+from lit_career.evaluation.metrics import (
+    SUBGROUPS,
+    evaluate_predictions,
+    reliability_curve,
+    subgroup_perplexity,
+)
+from lit_career.evaluation.predictions import Predictions
+
+# Headline metrics first; any other metric follows in the order the rows give it.
+COLUMN_ORDER = (
+    "n_transitions",
+    "ppl_all",
+    "ppl_all_excl_first",
+    "ppl_movers",
+    "ppl_stayers",
+    "top1",
+    "top5",
+    "switch_auc",
+    "switch_nll",
+    "employed_auc",
+    "employed_nll",
+    "ece",
+    "switch_ece",
+)
+
+
+def evaluate_command(
+    predictions: list[Path],
+    out_dir: Path = Path("outputs/evaluation"),
+    split: str | None = "test",
+    wandb: bool = False,
+    wandb_project: str = "lit_career",
+) -> pd.DataFrame:
+    """Score prediction files (one row per model), print the table and write ``metrics.md``/``.csv``,
+    ``subgroups.csv``, ``reliability.png`` and ``perplexity_by_subgroup.png`` under ``out_dir``.
+
+    Args:
+        predictions: Parquet files written by ``predict`` with the full distribution.
+        out_dir: Folder for the table and plots.
+        split: Evaluate only transitions of this split (``None``: all of them).
+        wandb: Also log the tables and plots to a W&B run (``WANDB_MODE=offline`` is honored).
+        wandb_project: W&B project of that run.
+    """
+    models = _read_all(predictions)
+    table = comparison_table({name: evaluate_predictions(pred, split=split) for name, pred in models.items()})
+    subgroups = subgroup_table(models, split)
+    curves = {
+        (name, task): reliability_curve(pred, task=task, split=split)
+        for name, pred in models.items()
+        for task in ("top_label", "switch")
+    }
+    out_dir = Path(out_dir)
+    markdown, _ = write_table(table, out_dir, "metrics")
+    print(markdown.read_text(), end="")
+    subgroups.to_csv(out_dir / "subgroups.csv", index=False)
+    images = {
+        "reliability": save_figure(reliability_figure(curves), out_dir / "reliability.png"),
+        "perplexity_by_subgroup": save_figure(subgroup_figure(subgroups), out_dir / "perplexity_by_subgroup.png"),
+    }
+    if wandb:
+        log_to_wandb({"metrics": table.reset_index(), "subgroups": subgroups}, images, wandb_project)
+    return table
+
+
+def subgroup_table(models: Mapping[str, Predictions], split: str | None) -> pd.DataFrame:
+    """Long table of :func:`subgroup_perplexity` for every model and every variable its table has."""
+    frames = [
+        subgroup_perplexity(pred, by, split=split).rename_axis("group").reset_index().assign(model=name, variable=by)
+        for name, pred in models.items()
+        for by, column in SUBGROUPS.items()
+        if column in pred.table
+    ]
+    columns = ["model", "variable", "group", "n", "ppl", "n_excl_first", "ppl_excl_first"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def comparison_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per model (index ``model``), headline metric columns first."""
+    table = pd.DataFrame.from_dict({name: dict(row) for name, row in rows.items()}, orient="index")
+    known = [c for c in COLUMN_ORDER if c in table]
+    table = table[known + [c for c in table.columns if c not in known]]
+    return table.rename_axis("model")
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """Write ``df`` (index included) as ``name.md`` and ``name.csv``; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = df.reset_index() if df.index.name else df
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    markdown, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
+    markdown.write_text("\n".join(lines) + "\n")
+    df.to_csv(csv, index=bool(df.index.name))
+    return markdown, csv
+
+
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def reliability_figure(curves: Mapping[tuple[str, str], pd.DataFrame]) -> Figure:
+    """Reliability diagrams (top-label and switch), every model overlaid on the diagonal."""
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    titles = {"top_label": "Top-label calibration", "switch": "P(switch occupation) calibration"}
+    for ax, (task, title) in zip(fig.subplots(1, 2), titles.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+        for (model, curve_task), curve in curves.items():
+            if curve_task == task:
+                filled = curve[curve["count"] > 0]
+                ax.plot(filled["confidence"], filled["accuracy"], marker="o", label=model)
+        ax.set(title=title, xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize="small")
+    return fig
+
+
+def subgroup_figure(subgroups: pd.DataFrame) -> Figure:
+    """One panel per subgroup variable: grouped bars of perplexity per group, one bar per model."""
+    variables = list(dict.fromkeys(subgroups["variable"]))
+    fig = Figure(figsize=(5 * max(len(variables), 1), 4.5), layout="constrained")
+    for ax, variable in zip(np.atleast_1d(fig.subplots(1, max(len(variables), 1))), variables, strict=False):
+        rows = subgroups[subgroups["variable"] == variable]
+        groups = list(dict.fromkeys(rows["group"]))
+        models = list(dict.fromkeys(rows["model"]))
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            values = rows[rows["model"] == model].set_index("group")["ppl"].reindex(groups)
+            ax.bar(np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width, values, width, label=model)
+        ax.set_xticks(np.arange(len(groups)), groups, rotation=45, ha="right")
+        ax.set(title=f"Perplexity by {variable}", ylabel="perplexity")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path], project: str) -> None:
+    """Log tables (``wandb.Table``) and images (``wandb.Image``) under ``evaluation/`` to a new run."""
+    import wandb
+
+    with wandb.init(project=project, job_type="evaluate") as run:
+        payload = {f"evaluation/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
+        payload |= {f"evaluation/{name}": wandb.Image(str(path)) for name, path in images.items()}
+        run.log(payload)
+
+
+def _read_all(paths: list[Path]) -> dict[str, Predictions]:
+    """Read every file; models sharing a name are told apart by their file name."""
+    if not paths:
+        raise InputError("no prediction files given")
+    loaded = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise InputError("prediction file not found", file=str(path))
+        try:
+            loaded.append((path, Predictions.read(path)))
+        except ValueError as err:
+            raise InputError(str(err), file=str(path)) from err
+    names = [pred.model for _, pred in loaded]
+    out = {}
+    for path, pred in loaded:
+        name = pred.model if names.count(pred.model) == 1 else f"{pred.model} ({path.name})"
+        out[name] = pred
+    return out
