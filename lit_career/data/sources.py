@@ -23,7 +23,7 @@ class PanelSource:
             (default: ``error``, except ``drop`` for the bundled NLSY79, see :mod:`lit_career.data.nlsy79`).
         name: data-source name shown in the resume header (default: from the kind or file name).
         weight: share of this source in a mixture of sources (relative; see the corpus).
-        population: synthetic population, ``survey`` or ``resume``.
+        population: synthetic population (``survey``, ``survey97`` or ``resume``).
         persons: synthetic number of workers.
         seed: synthetic world seed.
     """
@@ -35,7 +35,7 @@ class PanelSource:
     unknown_codes: UnknownCodePolicy | None = None
     name: str | None = None
     weight: float = 1.0
-    population: Literal["survey", "resume"] = "survey"
+    population: str = "survey"
     persons: int = 10_000
     seed: int = 0
 
