@@ -1,0 +1,510 @@
+"""OccupationPredictor: a frozen (fine-tuned) LM plus a small head that predicts each transition's state.
+
+The LM (``base_model`` plus the peft ``adapter`` of a fine-tuning run) never trains. It turns each
+transition of a :class:`~lit_career.data.transitions.TransitionData` split into features once; the
+head maps features to a log-distribution over the closed vocabulary.
+
+Heads (``head``):
+
+* ``likelihood``: the features are the LM's log-probabilities of every vocabulary title after the
+  transition's prompt (:class:`~lit_career.models.scoring.ClosedSetScorer`); the distribution is
+  ``softmax(logp / T + b)``, i.e. :func:`~lit_career.models.scoring.normalize` at ``T = 1, b = 0``.
+  ``fit`` fits ``T`` (and ``b`` with ``fit_bias``) by NLL, by default with LBFGS (full batches with
+  ``TransitionData.transition_batch_size: null``); point ``TransitionData.fit_split`` at ``valid`` so the
+  calibration data is held out from fine-tuning.
+* ``embedding``: the features are the hidden state (``layer``) at the token before the title, the one
+  that predicts the title's first token; a linear layer (or an MLP with ``hidden_size``) gives V logits,
+  trained with cross-entropy.
+* ``two_stage`` (as in CAREER): the same network gives V "which" logits and a stay logit ``s``; with
+  previous state ``p``: ``P(p) = sigmoid(s)``, ``P(j != p) = sigmoid(-s) * softmax_{j != p}``; a first
+  year (``prev_state = -1``) gets the plain softmax.
+
+Features are cached under ``feature_cache_dir`` as ``<kind>-<split>-<key>.pt``; the key hashes the LM
+(base files' names, sizes and times, adapter files' contents, quantization), the split's token ids and
+target positions, and the layer or candidate strings. With a cached split the LM is not even loaded.
+
+``test`` logs :func:`~lit_career.evaluation.metrics.evaluate_predictions` of the test split as
+``test/<metric>``; ``predict`` writes the :class:`~lit_career.evaluation.predictions.Predictions` of the
+data's ``predict_split`` (full vectors, or ``top_k``) to ``predictions_path`` (default
+``<log dir>/predictions_<split>.parquet``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_career.data.corpus import tokenizer_fingerprint
+from lit_career.data.resume import ResumeTemplate
+from lit_career.data.taxonomy import vocabulary
+from lit_career.data.transitions import TransitionData
+from lit_career.errors import InputError
+from lit_career.evaluation.metrics import evaluate_predictions
+from lit_career.evaluation.predictions import Predictions
+from lit_career.models.backbone import cache_dir, load_causal_lm, load_tokenizer, resolve_model_source
+from lit_career.models.scoring import ClosedSetScorer
+
+log = logging.getLogger(__name__)
+
+Head = Literal["likelihood", "embedding", "two_stage"]
+FEATURE_VERSION = "1"
+
+
+# ---------------------------------------------------------------- the frozen LM
+
+
+def base_model_of(adapter: str | Path) -> str:
+    """The base model of an adapter folder: ``base_model`` of the fine-tuning run's ``hparams.yaml``,
+    else peft's ``base_model_name_or_path``."""
+    folder = Path(adapter)
+    hparams, config = folder / "hparams.yaml", folder / "adapter_config.json"
+    if hparams.is_file() and (base := (yaml.safe_load(hparams.read_text()) or {}).get("base_model")):
+        return str(base)
+    if not config.is_file():
+        raise InputError("not a peft adapter folder (no adapter_config.json)", file=str(folder))
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise InputError("adapter_config.json names no base model; set base_model", file=str(config))
+    return base
+
+
+def lm_identity(base_model: str, adapter: str | None, quantization: str) -> str:
+    """A hash that changes when the LM's outputs may: base files (name, size, mtime), adapter contents."""
+    digest = hashlib.sha256(f"{base_model}|{quantization}".encode())
+    resolved = resolve_model_source(base_model)
+    if isinstance(resolved, Path):
+        for path in sorted(resolved.iterdir()):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    if adapter is not None:
+        for path in sorted(Path(adapter).iterdir()):
+            if path.is_file() and path.name.startswith("adapter_"):
+                digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_frozen_lm(
+    base_model: str, adapter: str | None, quantization: Literal["none", "nf4"], device: torch.device
+) -> PreTrainedModel:
+    """Base (+ adapter) on ``device``, in eval mode, with no trainable parameter."""
+    if quantization == "nf4":
+        lm = load_causal_lm(
+            base_model, quantization="nf4", device_map={"": device} if device.type == "cuda" else None
+        )
+    else:
+        lm = load_causal_lm(base_model).to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter)
+    return lm.requires_grad_(False).eval()
+
+
+SPLIT_SETTINGS = ("sources", "template", "split_fractions", "split_seed", "max_persons")
+"""Corpus settings that decide which persons are in which split."""
+
+
+def split_mismatches(adapter: str | Path, data: TransitionData) -> list[str]:
+    """The :data:`SPLIT_SETTINGS` on which ``data`` differs from the fine-tuning run's data (its
+    ``config.yaml`` beside the adapter; none when absent): with any, valid/test persons may have been
+    fine-tuned on."""
+    config = Path(adapter) / "config.yaml"
+    if not config.is_file():
+        return []
+    saved = ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("init_args") or {}
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return dataclasses.asdict(value)
+        return [plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+    return [k for k in SPLIT_SETTINGS if plain(saved.get(k)) != plain(data.hparams.get(k))]
+
+
+# ---------------------------------------------------------------- features
+
+
+def data_fingerprint(token_ids: list[list[int]], transitions: pd.DataFrame) -> str:
+    """Hash of a split's token ids and of each transition's resume and target start."""
+    digest = hashlib.sha256()
+    for ids in token_ids:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
+    digest.update(transitions[["resume", "tok_start"]].to_numpy(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def candidate_strings(
+    template: ResumeTemplate,
+    tokenizer: PreTrainedTokenizerBase,
+    token_ids: list[list[int]],
+    transitions: pd.DataFrame,
+) -> list[str]:
+    """The closed set as the LM sees it from ``tok_start``: each target with the prompt's text inside its
+    first token (a space, for byte-level BPE). Raises if a realized target's tokens in its resume differ
+    from its candidate's standalone tokens (then the scores would not be the LM's)."""
+    targets = template.targets()
+    first = transitions.iloc[0]
+    span = tokenizer.decode(
+        token_ids[first.resume][first.tok_start : first.tok_end], clean_up_tokenization_spaces=False
+    )
+    target = targets[first.state]
+    if not span.endswith(target):
+        raise ValueError(f"target tokens decode to {span!r}, which does not end with the target {target!r}")
+    candidates = [span[: len(span) - len(target)] + t for t in targets]
+    candidate_ids = tokenizer(candidates, add_special_tokens=False)["input_ids"]
+    for row in transitions.itertuples():
+        if token_ids[row.resume][row.tok_start : row.tok_end] != candidate_ids[row.state]:
+            raise ValueError(
+                f"person {row.person_id!r}, year {row.year}: the target tokenizes differently in the resume "
+                f"than the candidate {candidates[row.state]!r} alone"
+            )
+    return candidates
+
+
+def _pad(token_ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    length = max(map(len, token_ids))
+    ids = torch.full((len(token_ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), length), dtype=torch.long)
+    for i, tokens in enumerate(token_ids):
+        ids[i, : len(tokens)] = torch.as_tensor(tokens)
+        mask[i, : len(tokens)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def hidden_features(
+    lm: PreTrainedModel,
+    token_ids: list[list[int]],
+    transitions: pd.DataFrame,
+    *,
+    layer: int,
+    batch_size: int,
+    pad_id: int,
+) -> Tensor:
+    """``[N, H]`` float32: the hidden state of ``layer`` at token ``tok_start - 1`` of each transition,
+    one forward per batch of right-padded resumes (sorted by length)."""
+    device = lm.get_input_embeddings().weight.device
+    resume = transitions["resume"].to_numpy()
+    position = torch.as_tensor(transitions["tok_start"].to_numpy(np.int64) - 1)
+    order = np.argsort([len(t) for t in token_ids], kind="stable")
+    features = torch.empty(len(transitions), lm.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = _pad([token_ids[k] for k in chunk], pad_id)
+        out = lm(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        hidden = out.hidden_states[layer].float().cpu()
+        slot = np.full(len(token_ids), -1)
+        slot[chunk] = np.arange(len(chunk))
+        rows = np.flatnonzero(slot[resume] >= 0)
+        features[rows] = hidden[slot[resume[rows]], position[rows]]
+    return features
+
+
+def closed_set_scores(
+    scorer: ClosedSetScorer, token_ids: list[list[int]], transitions: pd.DataFrame
+) -> Tensor:
+    """``[N, V]`` LM log-probabilities of every candidate at each transition, one scorer pass per resume."""
+    scores = torch.empty(len(transitions), len(scorer.candidates))
+    for resume, rows in transitions.groupby("resume", sort=True).indices.items():
+        bounds = transitions["tok_start"].to_numpy()[rows]
+        scores[rows] = scorer.score_resume(token_ids[resume], bounds.tolist()).clone()
+    return scores
+
+
+def _save_atomic(tensor: Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(tensor, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- heads
+
+
+def two_stage_log_probs(which: Tensor, stay: Tensor, prev_state: Tensor) -> Tensor:
+    """``[B, V]`` log P: ``sigmoid(stay)`` on the previous state, the rest shared by a softmax of ``which``
+    over the other states; rows with ``prev_state < 0`` get ``log_softmax(which)``."""
+    has_prev = prev_state >= 0
+    is_prev = F.one_hot(prev_state.clamp(min=0), which.shape[-1]).bool() & has_prev[:, None]
+    move = which.masked_fill(is_prev, float("-inf")).log_softmax(-1)
+    move = move + torch.where(has_prev, F.logsigmoid(-stay), torch.zeros_like(stay))[:, None]
+    return torch.where(is_prev, F.logsigmoid(stay)[:, None], move)
+
+
+def feature_network(width: int, outputs: int, hidden_size: int | None, dropout: float) -> nn.Sequential:
+    """Layer-normalized features to ``outputs`` logits: linear, or a one-hidden-layer GELU MLP."""
+    norm = nn.LayerNorm(width, elementwise_affine=False)
+    if hidden_size is None:
+        return nn.Sequential(norm, nn.Linear(width, outputs))
+    return nn.Sequential(
+        norm, nn.Linear(width, hidden_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_size, outputs)
+    )
+
+
+# ---------------------------------------------------------------- the LightningModule
+
+
+class OccupationPredictor(L.LightningModule):
+    """A frozen LM's features plus a trained head, emitting a distribution over the vocabulary per transition.
+
+    Args:
+        head: ``likelihood``, ``embedding`` or ``two_stage`` (see module docstring).
+        adapter: peft adapter folder exported by the fine-tuning run; None uses the base model alone.
+        base_model: base LM (see :func:`~lit_career.models.backbone.resolve_model_source`); default: the
+            adapter's base.
+        quantization: load the base in 4-bit NF4 (``nf4``) or as stored (``none``).
+        layer: hidden-state layer of the embedding heads (``-1``: the last, after the final norm).
+        hidden_size: width of the embedding heads' MLP; None for a linear head.
+        dropout: dropout in the MLP.
+        fit_bias: the likelihood head also fits a per-state bias, not just the temperature.
+        optimizer: optimizer of the head's parameters (default: LBFGS for ``likelihood``, AdamW lr 1e-3 else).
+        feature_cache_dir: feature cache (default ``backbone.cache_dir()/features``).
+        score_chunk_size: trie tokens per scorer forward (``likelihood``).
+        predictions_path: Parquet file ``predict`` writes (default under the trainer's log dir).
+        top_k: write only the ``top_k`` most probable states of each transition instead of full vectors.
+        name: model name stored in the predictions (default ``llm_<head>``).
+    """
+
+    def __init__(
+        self,
+        head: Head = "embedding",
+        adapter: str | None = None,
+        base_model: str | None = None,
+        quantization: Literal["none", "nf4"] = "none",
+        layer: int = -1,
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+        fit_bias: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        feature_cache_dir: str | None = None,
+        score_chunk_size: int = 256,
+        predictions_path: str | None = None,
+        top_k: int | None = None,
+        name: str | None = None,
+    ):
+        super().__init__()
+        # What defines the head is saved (and restored from a checkpoint by the CLI); where to cache, write or
+        # how fast to score are run settings a later predict may change.
+        self.save_hyperparameters(
+            ignore=["optimizer", "feature_cache_dir", "score_chunk_size", "predictions_path", "top_k"]
+        )
+        if head not in ("likelihood", "embedding", "two_stage"):
+            raise ValueError(f"head must be likelihood, embedding or two_stage, not {head!r}")
+        if adapter is None and base_model is None:
+            raise ValueError("set base_model, adapter or both")
+        self.head, self.adapter, self.quantization, self.layer = head, adapter, quantization, layer
+        self.base_model = base_model or base_model_of(adapter)
+        self.optimizer, self.name = optimizer, name or f"llm_{head}"
+        self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir else cache_dir() / "features"
+        self.score_chunk_size, self.predictions_path, self.top_k = score_chunk_size, predictions_path, top_k
+        self.num_states = len(vocabulary())
+        if head == "likelihood":
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+            self.bias = nn.Parameter(torch.zeros(self.num_states), requires_grad=fit_bias)
+        else:
+            width = AutoConfig.from_pretrained(resolve_model_source(self.base_model)).hidden_size
+            outputs = self.num_states + (head == "two_stage")
+            self.net = feature_network(width, outputs, hidden_size, dropout)
+        # Kept outside the module tree: never trained or checkpointed, loaded only when features are missing.
+        self._frozen: dict[str, PreTrainedModel | PreTrainedTokenizerBase] = {}
+        self._features: dict[str, Tensor] = {}
+        self._collected: list[tuple[Tensor, Tensor]] = []  # (rows, log-probs) of the running test or predict
+        self._val_nll: list[Tensor] = []
+
+    # ------------------------------------------------------------ head
+
+    def forward(self, features: Tensor, prev_state: Tensor) -> Tensor:
+        """``[B, V]`` log-probabilities over the vocabulary."""
+        if self.head == "likelihood":
+            return (features / self.log_temperature.exp() + self.bias).log_softmax(-1)
+        logits = self.net(features)
+        if self.head == "embedding":
+            return logits.log_softmax(-1)
+        return two_stage_log_probs(logits[:, :-1], logits[:, -1], prev_state)
+
+    # ------------------------------------------------------------ frozen LM and features
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The LM's tokenizer: the adapter folder's when it has one, else the base model's."""
+        if "tokenizer" not in self._frozen:
+            has_own = self.adapter is not None and (Path(self.adapter) / "tokenizer_config.json").is_file()
+            self._frozen["tokenizer"] = load_tokenizer(self.adapter if has_own else self.base_model)
+        return self._frozen["tokenizer"]
+
+    @property
+    def lm(self) -> PreTrainedModel:
+        if "lm" not in self._frozen:
+            self._frozen["lm"] = load_frozen_lm(self.base_model, self.adapter, self.quantization, self.device)
+        return self._frozen["lm"]
+
+    def _data(self) -> TransitionData:
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if not isinstance(data, TransitionData):
+            raise TypeError(
+                f"OccupationPredictor needs a TransitionData datamodule, got {type(data).__name__}"
+            )
+        return data
+
+    def setup(self, stage: str) -> None:
+        data = self._data()
+        if tokenizer_fingerprint(data.tokenizer) != tokenizer_fingerprint(self.tokenizer):
+            raise InputError(
+                f"the data is tokenized with {data.tokenizer_source!r}, not with the model's tokenizer "
+                f"({self.adapter or self.base_model}); set data.tokenizer to the model's base or adapter folder",
+                column="tokenizer",
+            )
+        if self.head == "likelihood" and stage == "fit" and data.fit_split == "train":
+            rank_zero_warn(
+                "calibrating the likelihood head on the fine-tuning split; set data.fit_split: valid"
+            )
+        if self.adapter is not None and (differ := split_mismatches(self.adapter, data)):
+            rank_zero_warn(
+                f"data settings {differ} differ from the fine-tuning run's ({self.adapter}/config.yaml): "
+                "its training persons may now be in valid or test"
+            )
+
+    def features(self, split: str) -> Tensor:
+        """``[N, F]`` features of every transition of ``split`` (CPU), from memory, disk or the LM."""
+        if split in self._features:
+            return self._features[split]
+        data = self._data()
+        table, token_ids = data.transitions(split), data.token_ids(split)
+        candidates = None
+        if self.head == "likelihood":
+            candidates = candidate_strings(data.template, self.tokenizer, token_ids, table)
+            kind, detail = "scores", "\n".join(candidates)
+        else:
+            kind, detail = "hidden", f"layer={self.layer}"
+        key = hashlib.sha256(
+            "|".join(
+                [
+                    FEATURE_VERSION,
+                    lm_identity(self.base_model, self.adapter, self.quantization),
+                    data_fingerprint(token_ids, table),
+                    detail,
+                ]
+            ).encode()
+        ).hexdigest()[:32]
+        path = self.feature_cache_dir / f"{kind}-{split}-{key}.pt"
+        with torch.inference_mode(False):  # validation runs in inference mode; fit may train on these
+            if path.is_file():
+                features = torch.load(path)
+            else:
+                features = self._compute(kind, table, token_ids, candidates)
+                _save_atomic(features, path)
+                log.info("cached %s features of %s at %s", kind, split, path)
+        self._features[split] = features
+        return features
+
+    def _compute(
+        self, kind: str, table: pd.DataFrame, token_ids: list[list[int]], candidates: list[str] | None
+    ) -> Tensor:
+        began = time.perf_counter()
+        if kind == "scores":
+            scorer = ClosedSetScorer(self.lm, self.tokenizer, candidates, chunk_size=self.score_chunk_size)
+            features = closed_set_scores(scorer, token_ids, table)
+        else:
+            features = hidden_features(
+                self.lm,
+                token_ids,
+                table,
+                layer=self.layer,
+                batch_size=self._data().batch_size,
+                pad_id=self.tokenizer.pad_token_id,
+            )
+        log.info("%s features of %d transitions in %.1f s", kind, len(table), time.perf_counter() - began)
+        return features
+
+    # ------------------------------------------------------------ steps
+
+    def _log_probs(self, stage: str, batch: dict[str, Tensor]) -> Tensor:
+        features = self.features(self._data().split_for(stage))[batch["row"].cpu()].to(self.device)
+        return self(features, batch["prev_state"])
+
+    @staticmethod
+    def _nll(log_probs: Tensor, state: Tensor) -> Tensor:
+        return -log_probs.gather(1, state[:, None]).squeeze(1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._nll(self._log_probs("train", batch), batch["state"]).mean()
+        self.log("train/nll", loss, prog_bar=True, batch_size=len(batch["row"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._val_nll.append(self._nll(self._log_probs("valid", batch), batch["state"]))
+
+    def on_validation_epoch_end(self) -> None:
+        nll = torch.cat(self._val_nll).mean()
+        self._val_nll = []
+        self.log_dict({"val/nll": nll, "val/ppl": nll.exp()}, prog_bar=True)
+        if self.head == "likelihood":
+            self.log("temperature", self.log_temperature.exp())
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collected.append((batch["row"].cpu(), self._log_probs("test", batch).float().cpu()))
+
+    def on_test_epoch_end(self) -> None:
+        metrics = evaluate_predictions(self._predictions("test"))
+        self.log_dict({f"test/{k}": float(v) for k, v in metrics.items()})
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        log_probs = self._log_probs("predict", batch).float().cpu()
+        self._collected.append((batch["row"].cpu(), log_probs))
+        return log_probs
+
+    def on_predict_epoch_end(self) -> None:
+        split = self._data().split_for("predict")
+        path = Path(
+            self.predictions_path or Path(self.trainer.log_dir or ".") / f"predictions_{split}.parquet"
+        )
+        self._predictions("predict").write(path, top_k=self.top_k)
+        log.info("wrote %s predictions to %s", split, path)
+
+    def _predictions(self, stage: str) -> Predictions:
+        """The collected log-probabilities of ``stage``'s split as Predictions (every row once, in table order)."""
+        rows, log_probs = (torch.cat(x) for x in zip(*self._collected, strict=True))
+        self._collected = []
+        data = self._data()
+        table = data.prediction_table(data.split_for(stage))
+        if sorted(rows.tolist()) != list(range(len(table))):
+            raise RuntimeError(f"{stage}: got {len(rows)} rows for {len(table)} transitions")
+        ordered = torch.empty_like(log_probs)
+        ordered[rows] = log_probs
+        return Predictions(table, ordered.numpy(), self.name)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer is not None:
+            return self.optimizer(params)
+        if self.head == "likelihood":
+            return torch.optim.LBFGS(params, lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+        return torch.optim.AdamW(params, lr=1e-3)
