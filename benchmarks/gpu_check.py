@@ -294,13 +294,15 @@ def stage_finetune() -> dict:
             raise SystemExit(f"need the split SmolLM2 GGUF parts, found {parts}")
         gguf.write_bytes(b"".join(p.read_bytes() for p in parts))
     source = "tiny" if SMOKE else str(gguf)
-    steps, resumes = (5, 3) if SMOKE else (400, 100)
+    steps, resumes = (5, 3) if SMOKE else (300, 40)
     seed_everything(0)
     t0 = time.perf_counter()
+    log = lambda what: print(f"[{time.perf_counter() - t0:6.1f} s] {what}", flush=True)  # noqa: E731
     corpus = ResumeCorpus(tokenizer=source, batch_size=16, max_persons=300 if SMOKE else None,
                           cache_dir=str(WORK / "corpus"))
     corpus.prepare_data()
     corpus.setup("fit")
+    log("corpus tokenized")
     module = CausalLMFineTuner(
         base_model=source, mode="qlora", compute_dtype="bfloat16" if DEVICE.type == "cuda" else "float32",
         lora=LoraSettings(r=16, alpha=32, dropout=0.05), warmup_steps=20,
@@ -317,11 +319,15 @@ def stage_finetune() -> dict:
     module.trainer = trainer  # configure_model places the base on the trainer's device
     module.configure_model()
     module._trainer = None
+    log("model loaded")
     before, n = occupation_ppl(module, corpus, resumes)
+    log(f"off-the-shelf occupation perplexity {before:.2f}")
     setup_s = time.perf_counter() - t0
     trainer.fit(module, datamodule=corpus)
+    log(f"fit: {trainer.global_step} steps")
     val = trainer.validate(module, datamodule=corpus, verbose=False)[0]
     after, _ = occupation_ppl(module, corpus, resumes)
+    log(f"fine-tuned occupation perplexity {after:.2f}")
     step = sorted(timer.times[5:] or timer.times)[len(timer.times[5:] or timer.times) // 2]
     result = {
         "base": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized, then NF4)" if not SMOKE else "tiny",

@@ -5,6 +5,11 @@
 # library, gguf), and SmolLM2-135M as a GGUF split in parts under $GPU_CHECK_PARTS (see README).
 #   bash benchmarks/gpu_check.sh [memory] [scorer] [finetune]     (default: all three)
 # Figures: $OUT/gpu_<stage>.{json,md} ($OUT defaults to benchmarks/gpu_out).
+# Prepare .gpu/ with benchmarks/gpu_bundle.sh. Where each call carries at most 64 MiB, split it in two
+# calls on the same (warm) machine:
+#   1 (carry .gpu/site, .gpu/smol/*part00): mkdir -p /tmp/gpu_check/parts && cp .gpu/smol/*part00 /tmp/gpu_check/parts/ && bash benchmarks/gpu_check.sh memory scorer
+#   2 (carry .gpu/site, .gpu/smol/*part01): cp .gpu/smol/*part01 /tmp/gpu_check/parts/ && bash benchmarks/gpu_check.sh finetune
+# Don't pipe it through a block-buffering filter: the figures print as each stage ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
