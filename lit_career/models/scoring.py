@@ -112,9 +112,12 @@ class ClosedSetScorer:
     special tokens. ``chunk_size`` bounds the number of trie tokens fed per forward (whole subtrees,
     so a chunk exceeds it only when one subtree does). The model is put in eval mode. Scores come
     back as float32 on the CPU; ``tokens_processed`` counts tokens fed to the model per method.
+    The packed forwards pass a 4D float mask: fine for eager and sdpa attention, not flash-attention-2.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, candidates: Sequence[str], *, chunk_size: int = 256):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, candidates: Sequence[str], *, chunk_size: int = 256
+    ):
         if not candidates:
             raise ValueError("no candidates to score")
         if chunk_size < 1:
@@ -122,7 +125,7 @@ class ClosedSetScorer:
         self.model = model.eval()
         self.candidates = list(candidates)
         self.candidate_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in self.candidates]
-        empty = [c for c, ids in zip(self.candidates, self.candidate_ids) if not ids]
+        empty = [c for c, ids in zip(self.candidates, self.candidate_ids, strict=True) if not ids]
         if empty:
             raise ValueError(f"candidates tokenize to nothing: {empty!r}")
         self.chunk_size = chunk_size
@@ -130,7 +133,9 @@ class ClosedSetScorer:
         self.tokens_processed: Counter[str] = Counter()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         # transformers 5.2x renamed `past_key_values` to `cache`
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        self._cache_kwarg = (
+            "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        )
 
     @property
     def _device(self) -> torch.device:
@@ -156,24 +161,35 @@ class ClosedSetScorer:
         self.tokens_processed["score_resume"] += prompt_len
         # edge[i, n]: log P(token of node n | resume[:bounds[i]], ancestors of n); last column is padding
         edge = torch.zeros(len(bounds), trie.num_nodes + 1)
-        logits = out.logits[0].float().cpu()
-        edge[:, trie.root_nodes] = logits[:, trie.root_tokens] - logits.logsumexp(-1, keepdim=True)
-        for chunk in self._chunks(bounds.tolist()):
-            self._score_chunk(chunk, bounds, cache, prompt_len, edge)
+        logits = out.logits[0].float()
+        root_logp = logits[:, trie.root_tokens.to(device)] - logits.logsumexp(-1, keepdim=True)
+        edge[:, trie.root_nodes] = root_logp.cpu()
+        # latest years first, so the cache can shrink to what the remaining years see
+        for chunk in self._chunks(bounds.argsort(descending=True, stable=True).tolist()):
+            keep = max(int(bounds[i]) for i, _, _ in chunk)
+            if cache.get_seq_length() > keep:
+                cache.crop(keep - cache.get_seq_length())
+            self._score_chunk(chunk, bounds, cache, edge)
         return edge[:, trie.paths].sum(-1)
 
     def _score_chunk(
-        self, chunk: list[Segment], bounds: torch.Tensor, cache: DynamicCache, prompt_len: int, edge: torch.Tensor
+        self,
+        chunk: list[Segment],
+        bounds: torch.Tensor,
+        cache: DynamicCache,
+        edge: torch.Tensor,
     ) -> None:
         """Feed one packed chunk of trie rows after the cached resume and fill its edges' log-probs."""
-        trie, device = self.trie, self._device
+        trie, device, prompt_len = self.trie, self._device, cache.get_seq_length()
         tokens = torch.cat([trie.row_tokens[a:b] for _, a, b in chunk])
         positions = torch.cat([bounds[i] + trie.row_depths[a:b] for i, a, b in chunk])
         row_bounds = torch.cat([bounds[i].expand(b - a) for i, a, b in chunk])
         sees_prompt = torch.arange(prompt_len) < row_bounds[:, None]
         sees_tree = torch.block_diag(*[trie.visible[a:b, a:b] for _, a, b in chunk])
         allowed = torch.cat([sees_prompt, sees_tree], dim=1)
-        mask = torch.zeros(allowed.shape, dtype=self._dtype).masked_fill_(~allowed, torch.finfo(self._dtype).min)
+        mask = torch.zeros(allowed.shape, dtype=self._dtype).masked_fill_(
+            ~allowed, torch.finfo(self._dtype).min
+        )
         out = self.model(
             input_ids=tokens[None].to(device),
             position_ids=positions[None].to(device),
@@ -183,21 +199,32 @@ class ClosedSetScorer:
         )
         cache.crop(-len(tokens))
         self.tokens_processed["score_resume"] += len(tokens)
-        logits = out.logits[0].float().cpu()
-        lse = logits.logsumexp(-1)
-        offset = 0
+        # each fed row predicts its children: gather those log-probs (edges of rows [a, b) are contiguous)
+        where: list[tuple[torch.Tensor, ...]] = []  # (chunk row, child token, year, child node) per edge
+        first = 0
         for i, a, b in chunk:
             e = slice(trie.edge_start[a], trie.edge_start[b])
-            rows = trie.edge_rows[e] - a + offset
-            edge[i, trie.edge_nodes[e]] = logits[rows, trie.edge_tokens[e]] - lse[rows]
-            offset += b - a
+            where.append(
+                (
+                    trie.edge_rows[e] - a + first,
+                    trie.edge_tokens[e],
+                    bounds.new_full((e.stop - e.start,), i),
+                    trie.edge_nodes[e],
+                )
+            )
+            first += b - a
+        rows, children, years, nodes = (torch.cat(column) for column in zip(*where, strict=True))
+        logits = out.logits[0].float()
+        rows = rows.to(device)
+        edge[years, nodes] = (logits[rows, children.to(device)] - logits.logsumexp(-1)[rows]).cpu()
 
-    def _chunks(self, bounds: list[int]) -> Iterator[list[Segment]]:
-        """Pack (year, whole subtrees) segments greedily into chunks of at most chunk_size rows."""
+    def _chunks(self, years: list[int]) -> Iterator[list[Segment]]:
+        """Pack (year, whole subtrees) segments greedily, in the order of ``years``, into chunks of at
+        most chunk_size rows."""
         starts = self.trie.subtree_starts
         chunk: list[Segment] = []
         room = self.chunk_size
-        for i in range(len(bounds)):
+        for i in years:
             s = 0
             while s < len(starts) - 1:
                 e = s
@@ -224,14 +251,18 @@ class ClosedSetScorer:
             for k, cand in enumerate(self.candidate_ids):
                 target = torch.tensor(cand)
                 seq = torch.cat([ids[:bound], target[:-1]])  # the last token is predicted, never fed
-                logits = self.model(input_ids=seq[None].to(self._device), logits_to_keep=len(cand), use_cache=False)
-                logp = logits.logits[0].float().cpu().log_softmax(-1)
-                scores[i, k] = logp.gather(1, target[:, None]).sum()
+                logits = self.model(
+                    input_ids=seq[None].to(self._device), logits_to_keep=len(cand), use_cache=False
+                )
+                logp = logits.logits[0].float().log_softmax(-1)
+                scores[i, k] = logp.gather(1, target[:, None].to(self._device)).sum().cpu()
                 self.tokens_processed["naive_scores"] += len(seq)
         return scores
 
     @staticmethod
-    def _check(input_ids: torch.Tensor | list[int], boundaries: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(
+        input_ids: torch.Tensor | list[int], boundaries: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.as_tensor(input_ids, dtype=torch.long).flatten().cpu()
         bounds = torch.as_tensor(list(boundaries), dtype=torch.long)
         if len(bounds) == 0:
