@@ -1,0 +1,131 @@
+"""``python -m lit_career``: fit from YAML with offline W&B, resume in the same folder, one-line input errors."""
+
+import importlib
+import math
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+import wandb
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch.loggers import WandbLogger
+from peft import PeftModel
+from wandb_records import offline_runs
+
+from lit_career.cli import COMMANDS, DEMO_CONFIG, LitCareerCLI, main
+from lit_career.models.backbone import load_causal_lm
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHORT = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1"]
+
+
+def wandb_dir(root: Path) -> list[str]:
+    # absolute: the W&B service process keeps the working directory of the first run of the session
+    return ["--trainer.logger.init_args.save_dir", str(root / "runs")]
+
+
+def eval_logits(model, batch) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora"])
+def test_fit_from_yaml_logs_to_offline_wandb_and_exports(tmp_path, monkeypatch, mode):
+    monkeypatch.chdir(tmp_path)
+    cli = LitCareerCLI(
+        ["fit", "--config", str(EXPERIMENTS / f"{mode}_tiny_cpu.yaml"), *SHORT, *wandb_dir(tmp_path)]
+    )
+    assert cli.trainer.global_step == 4
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in cli.model.modules()) == (mode == "qlora")
+
+    assert isinstance(cli.trainer.logger, WandbLogger)
+    wandb.finish()  # in-process: close the run as the process exit would
+    (run,) = offline_runs(tmp_path / "runs")  # offline: the run is only on disk
+    val = [row for row in run.history if "val/loss" in row]
+    assert [row["trainer/global_step"] for row in val] == [1, 3]  # after steps 2 and 4 (0-based step 1, 3)
+    assert val[-1]["val/loss"] == pytest.approx(float(cli.trainer.callback_metrics["val/loss"]))
+    assert val[-1]["val/ppl"] == pytest.approx(math.exp(val[-1]["val/loss"]), rel=1e-5)
+    assert sum("train/loss" in row for row in run.history) == 4
+    # the model's and the corpus's hyperparameters (the tokenizer linked from the model's base)
+    assert run.config["mode"] == mode and run.config["tokenizer"] == "tiny"
+
+    export = tmp_path / "runs" / f"{mode}_tiny" / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "hparams.yaml"} <= {
+        p.name for p in export.iterdir()
+    }
+    resolved = yaml.safe_load((export / "config.yaml").read_text())  # the run's config, overrides included
+    assert resolved["trainer"]["max_steps"] == 4 and resolved["model"]["init_args"]["mode"] == mode
+    assert (tmp_path / "runs" / "config.yaml").is_file()
+
+
+def test_second_fit_in_the_same_folder_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = ["fit", "--config", str(EXPERIMENTS / "lora_tiny_cpu.yaml"), *wandb_dir(tmp_path)]
+    first = LitCareerCLI([*config, *SHORT])
+    last = first.trainer.checkpoint_callback.last_model_path
+    # a requeued job: same folder (the saved config is overwritten), resumed from the last checkpoint
+    wandb.finish()
+    second = LitCareerCLI([*config, *SHORT, "--trainer.max_steps", "6", "--ckpt_path", last])
+    wandb.finish()
+    assert second.trainer.global_step == 6
+    assert second.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 6
+
+
+def test_input_error_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / "lora_tiny_cpu.yaml"),
+                "--model.init_args.base_model",
+                str(missing),
+            ]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"error: model {str(missing)!r} is neither a local folder")
+
+
+def test_function_subcommand_input_error_prints_one_line(tmp_path, capsys):
+    bad = FIXTURES / "bad" / "empty.csv"
+    with pytest.raises(SystemExit) as exit_:
+        main(["prepare", "--source.kind", "table", "--source.path", str(bad), "--out_dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {bad}: file is empty"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_function_subcommands_have_parsable_signatures(name):
+    module, function = COMMANDS[name].split(":")
+    ArgumentParser().add_function_arguments(getattr(importlib.import_module(module), function))
+
+
+@pytest.mark.slow
+def test_smollm2_demo_fits_exports_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--data.init_args.max_persons",
+        "20",
+    ]
+    cli = LitCareerCLI(args, default_config_files=[DEMO_CONFIG])  # no --config: the demo
+    assert cli.model.base_model == cli.datamodule.tokenizer_source == "smollm2-135m"
+    assert cli.trainer.global_step == 2 and cli.trainer.callback_metrics["val/ppl"] > 1
+
+    reloaded = PeftModel.from_pretrained(
+        load_causal_lm("smollm2-135m"), tmp_path / "runs" / "demo" / "adapter"
+    )
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    assert torch.equal(eval_logits(reloaded, batch), eval_logits(cli.model.model, batch))

