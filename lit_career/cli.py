@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "synth": "lit_career.data.synthetic:synth_command",
     "sweep": "lit_career.sweep:sweep",
     "baseline": "lit_career.experiments:run_experiment",
+    "evaluate": "lit_career.evaluation.report:evaluate_command",
     "compare": "lit_career.evaluation.compare:compare",
 }
 """Subcommands outside LightningCLI: name → ``module:function``."""
@@ -36,7 +38,13 @@ COMMANDS: dict[str, str] = {
 
 class SaveRunConfig(SaveConfigCallback):
     """Save the resolved config in the log dir (overwriting, as a requeued job must) and, at the end of
-    fit, beside the exported adapter (the model's ``export_path``)."""
+    fit, beside the exported adapter (the model's ``export_path``); log it to the loggers (W&B: the
+    run's config)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         folder = getattr(pl_module, "export_path", None)

@@ -3,6 +3,8 @@
 #   slurm/local_cluster.sh start DIR   writes DIR/slurm.conf, starts munged, slurmctld, slurmd;
 #                                      records their PIDs in DIR/pids; prints `export SLURM_CONF=...`
 #   slurm/local_cluster.sh stop DIR    kills exactly the recorded PIDs
+# SLURMCTLD_PORT / SLURMD_PORT choose other ports (default 6817/6818) so two clusters can run at once.
+# cred_expire=5: a requeued job may start again 6 s later (SLURM's default wait is 121 s).
 set -euo pipefail
 cmd=${1:?usage: local_cluster.sh start|stop DIR}
 dir=$(mkdir -p "${2:?state directory}" && cd "$2" && pwd)
@@ -34,7 +36,7 @@ ClusterName=local
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
@@ -51,8 +53,8 @@ SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=${SLURMCTLD_PORT:-6817}
+SlurmdPort=${SLURMD_PORT:-6818}
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

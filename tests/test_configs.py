@@ -2,6 +2,7 @@
 
 import importlib
 from fnmatch import fnmatch
+from functools import reduce
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lit_career import cli
 from lit_career.cli import COMMANDS, DEMO_CONFIG, DEMO_TINY_CONFIG, LitCareerCLI, default_configs
+from lit_career.sweep import load_spec, plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAGMENTS = {"model": ["model"], "data": ["data"], "trainer": ["trainer"], "logger": ["trainer", "logger"]}
@@ -62,7 +64,7 @@ def parse_function_config(path: Path, subcommand: str, parameter: str | None, wr
 
 
 @pytest.mark.parametrize("path", all_configs(), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_config_parses(path, capsys):
+def test_config_parses(path, capsys, monkeypatch):
     written = yaml.safe_load(path.read_text())
     relative = str(path.relative_to(CONFIGS))
     folder = path.parent.relative_to(CONFIGS).parts[0] if path.parent != CONFIGS else None
@@ -71,6 +73,12 @@ def test_config_parses(path, capsys):
         parse_function_config(path, *function, written)
     elif folder is None or folder in RUNS:
         assert_contains(print_config(["fit", "--config", str(path), "--print_config"], capsys), written, "")
+    elif folder == "sweeps":  # each run's fit arguments parse and carry the run's overrides
+        monkeypatch.chdir(CONFIGS.parent)  # a sweep file's paths are relative to where `sweep` runs
+        for run in plan(load_spec(path)):
+            printed = print_config(["fit", *run.args, "--print_config"], capsys)
+            for key, value in run.overrides.items():
+                assert_contains(reduce(lambda node, part: node[part], key.split("."), printed), value, key)
     elif folder in FRAGMENTS:
         keys = FRAGMENTS[folder]
         args = ["fit", "--config", str(DEMO_CONFIG), f"--{'.'.join(keys)}", str(path), "--print_config"]

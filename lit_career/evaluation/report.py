@@ -9,6 +9,7 @@ so no GUI backend or pyplot state is involved.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path],
     """Log tables (``wandb.Table``) and images (``wandb.Image``) under ``evaluation/`` to a new run."""
     import wandb
 
-    with wandb.init(project=project, job_type="evaluate") as run:
+    # WANDB_DIR is read now, not when wandb was first set up in this process
+    with wandb.init(project=project, job_type="evaluate", dir=os.environ.get("WANDB_DIR")) as run:
         payload = {f"evaluation/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
         payload |= {f"evaluation/{name}": wandb.Image(str(path)) for name, path in images.items()}
         run.log(payload)

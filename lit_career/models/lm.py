@@ -12,8 +12,9 @@ Checkpoints hold only the trainable tensors and the optimizer and schedule state
 Each training batch reseeds torch's RNG from ``seed_everything``'s seed, the global step and the
 batch index, so a run resumed from an epoch-end checkpoint repeats the uninterrupted run's steps
 exactly. At the end of ``fit`` the model is exported to :attr:`CausalLMFineTuner.export_path`:
-the peft adapter folder (the whole model for ``full``), the tokenizer and ``hparams.yaml``.
-Validation logs the token loss and perplexity and, optionally, the perplexity of the next
+the peft adapter folder (the whole model for ``full``), the tokenizer and ``hparams.yaml``, also
+logged as a W&B artifact with ``log_adapter_artifact``. Training logs the loss per step and its
+mean per epoch (``train/loss_epoch``). Validation logs the token loss and perplexity and, optionally, the perplexity of the next
 occupation over the closed set of titles on the first validation resumes.
 """
 
@@ -68,6 +69,8 @@ class CausalLMFineTuner(LightningModule):
         export_dir: where the adapter goes at the end of fit (default: ``<log_dir>/adapter``).
         occupation_ppl_resumes: score the next occupation over the closed set of titles on this many
             validation resumes at each validation end (0: off); needs a :class:`ResumeCorpus`.
+        log_adapter_artifact: log the exported folder as a W&B artifact ``adapter-<run id>`` (type
+            ``model``) to every :class:`~lightning.pytorch.loggers.WandbLogger` of the trainer.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class CausalLMFineTuner(LightningModule):
         warmup_steps: int = 0,
         export_dir: str | None = None,
         occupation_ppl_resumes: int = 0,
+        log_adapter_artifact: bool = False,
     ):
         super().__init__()
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora or LoraSettings()
@@ -93,6 +97,7 @@ class CausalLMFineTuner(LightningModule):
         self.gradient_checkpointing = gradient_checkpointing
         self.make_optimizer, self.schedule, self.warmup_steps = optimizer, schedule, warmup_steps
         self.export_dir, self.occupation_ppl_resumes = export_dir, occupation_ppl_resumes
+        self.log_adapter_artifact = log_adapter_artifact
         self.model: torch.nn.Module | None = None
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()
         self.strict_loading = False  # checkpoints hold the trainable tensors only
@@ -163,6 +168,7 @@ class CausalLMFineTuner(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["input_ids"]))
         return loss
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -248,7 +254,22 @@ class CausalLMFineTuner(LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            self.export(self.export_path)
+            folder = self.export(self.export_path)
+            if self.log_adapter_artifact:
+                self.log_artifact(folder)
+
+    def log_artifact(self, folder: Path) -> None:
+        """Log ``folder`` as the W&B artifact ``adapter-<run id>`` (type ``model``) of each W&B logger."""
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                artifact = wandb.Artifact(
+                    f"adapter-{logger.version}", type="model", metadata=dict(self.hparams)
+                )
+                artifact.add_dir(str(folder))
+                logger.experiment.log_artifact(artifact)
 
     def export(self, folder: Path) -> Path:
         """Write the peft adapter (the whole model for ``full``), the tokenizer and ``hparams.yaml``."""
