@@ -1,6 +1,8 @@
 """The non-LLM experiment runner (``baseline``) and ``compare``: configs, same transitions, one table."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +93,14 @@ def test_compare_table_matches_each_runs_own_metrics(runs, tmp_path):
 
 
 def test_compare_logs_the_table_and_plot_to_wandb(runs, tmp_path, monkeypatch):
+    session_dir = os.environ.get("WANDB_DIR")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    started = time.time()
     table = compare([runs["markov1"], runs["oracle"]], tmp_path / "cmp", wandb=True)
-    (run,) = tmp_path.glob("wandb/offline-run-*/files/media")  # written by this process as it logs
+    # the run goes under WANDB_DIR; a W&B service already running in this process may keep its first one
+    roots = [tmp_path] + ([Path(session_dir)] if session_dir else [])
+    media = [m for root in roots for m in root.glob("wandb/offline-run-*/files/media") if m.stat().st_mtime >= started - 1]
+    (run,) = media
     assert len(list(run.glob("images/evaluation/perplexity_*.png"))) == 1
     (logged,) = run.glob("table/evaluation/compare_*.table.json")
     logged = json.loads(logged.read_text())

@@ -55,15 +55,7 @@ def test_fit_run_holds_metrics_config_and_adapter(tmp_path, monkeypatch):
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= set(files)
 
 
-@pytest.fixture
-def fresh_wandb():
-    """W&B reads WANDB_DIR once per process, at its first run: start without one and leave none behind."""
-    wandb.teardown()
-    yield
-    wandb.teardown()
-
-
-def test_evaluation_run_holds_tables_and_plots(tmp_path, monkeypatch, fresh_wandb):
+def test_evaluation_run_holds_tables_and_plots(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     paths = [tmp_path / f"{name}.parquet" for name in ("weak", "sharp")]
     for path, sharpness in zip(paths, (0.5, 6.0), strict=True):
