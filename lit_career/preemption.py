@@ -10,8 +10,9 @@ SLURM kills the job, W&B's service process included, before it wrote what it had
 local cluster (tests/test_slurm.py without this callback): the offline W&B file of the interrupted
 part stayed empty and the resumed fit validated one step off its schedule. :class:`RequeueAtStepEnd`
 runs the same handler at the end of the training step in which the signal arrived (on every rank at
-the same step) after finishing the W&B run, then stops the process, so the checkpoint holds a
-consistent state, the W&B run is on disk and nothing is logged after the checkpoint.
+the same step) after logging that step's metrics and finishing the W&B run, then stops the process:
+the checkpoint holds a consistent state, the W&B run is on disk with every step up to the checkpoint,
+and nothing is logged after it. (The per-epoch mean of an epoch cut short is not logged.)
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class RequeueAtStepEnd(Callback):
         rank_zero_info(
             f"{self._signal.name} received: checkpoint at step {trainer.global_step}, then requeue"
         )
+        # this step's metrics: Lightning logs them just after this hook, which the process won't reach
+        trainer._logger_connector.update_train_step_metrics()
         for logger in trainer.loggers:  # the requeue stops every process of the job, W&B's service too
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish()

@@ -174,7 +174,6 @@ def test_preempted_fit_requeues_and_resumes(cluster, tmp_path):
     # of the preempted process may lack its run file when SLURM ends the step before W&B flushed it)
     pieces = sorted(Path(run_dir, "wandb").glob("offline-run-*"))
     assert len(pieces) == 2 and all(p.name.endswith("-preempted") for p in pieces), pieces
-    assert [r.run_id for r in offline_runs(run_dir, require_file=False)][-1:] == ["preempted"]
 
     curves, reference_curves = loss_curves(run_dir), loss_curves(tmp_path / "runs" / "reference")
     for key, curve in curves.items():
