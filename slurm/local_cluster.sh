@@ -28,7 +28,7 @@ for tool in munged slurmctld slurmd sbatch; do
 done
 stop
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc alone follows OMP_NUM_THREADS
 mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 mkdir -p "$dir/spool/ctld" "$dir/spool/d" "$dir/log" "$dir/munge"
 cat > "$dir/slurm.conf" <<CONF

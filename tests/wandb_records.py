@@ -88,8 +88,6 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
     return run
 
 
-def offline_runs(save_dir: Path, require_file: bool = True) -> list[OfflineRun]:
-    """Every offline run under ``<save_dir>/wandb``, oldest first (with ``require_file=False``, only
-    those whose ``run-*.wandb`` file exists)."""
-    dirs = sorted(Path(save_dir, "wandb").glob("offline-run-*"))
-    return [read_offline_run(d) for d in dirs if require_file or list(d.glob("run-*.wandb"))]
+def offline_runs(save_dir: Path) -> list[OfflineRun]:
+    """Every offline run under ``<save_dir>/wandb``, oldest first."""
+    return [read_offline_run(d) for d in sorted(Path(save_dir, "wandb").glob("offline-run-*"))]
