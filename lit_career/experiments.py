@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from lit_career.data.panel import CareerPanel, assign_splits
+from lit_career.data.panel import CareerPanel, assign_splits, subsample_persons
 from lit_career.data.sources import PanelSource
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
@@ -34,15 +34,6 @@ from lit_career.evaluation.predictions import Predictions, transition_table
 
 ExperimentModel = Literal["markov1", "markov2", "logit", "bag_of_jobs", "career", "career_pretrained", "oracle"]
 Predictor = Callable[[CareerPanel], Predictions]
-
-
-def subsample_persons(panel: CareerPanel, max_persons: int | None) -> CareerPanel:
-    """``max_persons`` persons drawn at random (seed 0) from the sorted ids, as the resume corpus draws them."""
-    if max_persons is None or len(panel.persons) <= max_persons:
-        return panel
-    ids = np.sort(panel.persons.index.to_numpy(dtype=str))
-    chosen = np.random.default_rng(0).choice(len(ids), max_persons, replace=False)
-    return panel.subset(ids[np.sort(chosen)])
 
 
 def run_experiment(

@@ -15,7 +15,8 @@ from lit_career.data.transitions import TransitionData
 from lit_career.errors import InputError
 from lit_career.evaluation.predictions import Predictions
 from lit_career.models.backbone import load_causal_lm, train_tiny_tokenizer
-from lit_career.models.predictor import OccupationPredictor, two_stage_log_probs
+from lit_career.models.career import two_stage_log_probs
+from lit_career.models.predictor import OccupationPredictor
 from lit_career.models.scoring import ClosedSetScorer, normalize
 
 REPO = Path(__file__).resolve().parent.parent

@@ -54,7 +54,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from lit_career.data.panel import CareerPanel, assign_splits
+from lit_career.data.panel import CareerPanel, assign_splits, subsample_persons
 from lit_career.data.resume import ResumeTemplate, render, render_panel
 from lit_career.data.sources import PanelSource
 
@@ -489,12 +489,7 @@ class ResumeCorpus(LightningDataModule):
     def _panel(self, i: int) -> CareerPanel:
         """Source ``i``'s panel, subsampled to ``max_persons`` when set."""
         if i not in self._panels:
-            panel = self.sources[i].load()
-            if self.max_persons is not None and len(panel.persons) > self.max_persons:
-                ids = np.sort(panel.persons.index.to_numpy(dtype=str))
-                chosen = np.random.default_rng(0).choice(len(ids), self.max_persons, replace=False)
-                panel = panel.subset(ids[np.sort(chosen)])
-            self._panels[i] = panel
+            self._panels[i] = subsample_persons(self.sources[i].load(), self.max_persons)
         return self._panels[i]
 
     def _cached(self, i: int) -> Path:

@@ -95,6 +95,15 @@ def make_panel(records: pd.DataFrame, persons: pd.DataFrame, source: str, remove
     return CareerPanel(records, persons.loc[has_records].sort_index(), source, removed)
 
 
+def subsample_persons(panel: CareerPanel, max_persons: int | None) -> CareerPanel:
+    """``max_persons`` persons drawn at random (seed 0) from the sorted ids; the whole panel when ``None``."""
+    if max_persons is None or len(panel.persons) <= max_persons:
+        return panel
+    ids = np.sort(panel.persons.index.to_numpy(dtype=str))
+    chosen = np.random.default_rng(0).choice(len(ids), max_persons, replace=False)
+    return panel.subset(ids[np.sort(chosen)])
+
+
 def assign_splits(panel: CareerPanel, fractions: dict[str, float] | None = None, seed: int = 0) -> CareerPanel:
     """Assign each person to one split (default train/valid/test 0.8/0.1/0.1), deterministic in ``seed``."""
     fractions = fractions or {"train": 0.8, "valid": 0.1, "test": 0.1}

@@ -45,7 +45,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import yaml
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -60,6 +59,7 @@ from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
 from lit_career.evaluation.predictions import Predictions
 from lit_career.models.backbone import cache_dir, load_causal_lm, load_tokenizer, resolve_model_source
+from lit_career.models.career import two_stage_log_probs
 from lit_career.models.scoring import ClosedSetScorer
 
 log = logging.getLogger(__name__)
@@ -247,16 +247,6 @@ def _save_atomic(tensor: Tensor, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- heads
-
-
-def two_stage_log_probs(which: Tensor, stay: Tensor, prev_state: Tensor) -> Tensor:
-    """``[B, V]`` log P: ``sigmoid(stay)`` on the previous state, the rest shared by a softmax of ``which``
-    over the other states; rows with ``prev_state < 0`` get ``log_softmax(which)``."""
-    has_prev = prev_state >= 0
-    is_prev = F.one_hot(prev_state.clamp(min=0), which.shape[-1]).bool() & has_prev[:, None]
-    move = which.masked_fill(is_prev, float("-inf")).log_softmax(-1)
-    move = move + torch.where(has_prev, F.logsigmoid(-stay), torch.zeros_like(stay))[:, None]
-    return torch.where(is_prev, F.logsigmoid(stay)[:, None], move)
 
 
 def feature_network(width: int, outputs: int, hidden_size: int | None, dropout: float) -> nn.Sequential:
