@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "synth": "lit_career.data.synthetic:synth_command",
     "sweep": "lit_career.sweep:sweep",
     "baseline": "lit_career.experiments:run_experiment",
+    "llm": "lit_career.llm_experiments:run_llm_experiment",
     "evaluate": "lit_career.evaluation.report:evaluate_command",
     "compare": "lit_career.evaluation.compare:compare",
 }

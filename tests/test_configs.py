@@ -18,7 +18,11 @@ FRAGMENTS = {"model": ["model"], "data": ["data"], "trainer": ["trainer"], "logg
 """Folder of single-concern configs → where they sit in a fit config (given as ``--<dotted path> FILE``)."""
 RUNS = {"experiments", "predictor"}
 """Folders of whole fit configs (``--config FILE``), besides configs/*.yaml."""
-FUNCTIONS = {"synthetic/*.yaml": ("synth", "config"), "experiments/baseline_*.yaml": ("baseline", None)}
+FUNCTIONS = {
+    "synthetic/*.yaml": ("synth", "config"),
+    "experiments/baseline_*.yaml": ("baseline", None),
+    "experiments/llm_*.yaml": ("llm", None),
+}
 """Configs read by a function subcommand: path pattern → (subcommand, parameter given the file, or None
 when the file holds all the function's arguments)."""
 

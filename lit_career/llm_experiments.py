@@ -1,0 +1,114 @@
+"""``python -m lit_career llm``: one LLM row of the comparison, from fine-tuning to predictions.
+
+Three stages, each the LightningCLI run its config describes, with the run's own folders:
+
+1. fine-tune the LM with ``finetune`` (a ``fit`` config of :class:`~lit_career.models.lm.CausalLMFineTuner`),
+   skipped for an off-the-shelf row (``finetune: null``);
+2. fit the head of ``predictor`` (a ``fit`` config of :class:`~lit_career.models.predictor.OccupationPredictor`)
+   on the frozen LM, keeping the checkpoint with the best validation NLL;
+3. predict the valid and test transitions with that checkpoint.
+
+``data`` (arguments of :class:`~lit_career.data.corpus.ResumeCorpus`) goes to both stages, so the head is
+fitted and evaluated on the persons the LM was not fine-tuned on; with the same split settings as
+``python -m lit_career baseline`` (sources, ``split_seed``, ``max_persons``) the row scores the same
+transitions as the baselines. The run directory holds ``finetune/`` (logs, checkpoints, ``adapter/``),
+``predictor/``, ``predictions_{valid,test}.parquet`` and ``metrics.json``, which ``compare`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lit_career.evaluation.metrics import evaluate_predictions
+from lit_career.evaluation.predictions import Predictions
+
+
+def run_llm_experiment(
+    predictor: Path = Path("configs/predictor/likelihood.yaml"),
+    out_dir: Path = Path("outputs/experiments/llm"),
+    finetune: Path | None = None,
+    base_model: str | None = None,
+    data: dict[str, Any] | None = None,
+    finetune_args: list[str] | None = None,
+    head_args: list[str] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune (optionally), fit the head, predict valid and test, and write ``metrics.json``.
+
+    Args:
+        predictor: ``fit`` config of the head (``configs/predictor/*.yaml``).
+        out_dir: run directory.
+        finetune: ``fit`` config of the LM fine-tuning (``configs/experiments/*.yaml``); null: off-the-shelf LM.
+        base_model: base LM of both stages (default: the fine-tuning config's, else the predictor config's).
+        data: corpus arguments given to both stages, e.g. ``{sources: [...], template: {labels: codes}}``.
+        finetune_args: more command-line arguments of the fine-tuning ``fit`` (e.g. ``[--trainer.max_epochs, "3"]``).
+        head_args: more command-line arguments of the head's ``fit`` and ``predict``.
+        name: model name of the row (default: the predictor's, ``llm_<head>``).
+    """
+    out_dir = Path(out_dir)
+    shared = [f"--data.init_args.{key}={json.dumps(value)}" for key, value in (data or {}).items()]
+    if base_model is not None:
+        shared.append(f"--model.init_args.base_model={base_model}")
+    info: dict[str, Any] = {"finetune": str(finetune) if finetune else None, "predictor": str(predictor),
+                            "data": data or {}}
+    start = time.perf_counter()
+    lm_args: list[str] = []
+    if finetune is not None:
+        tuner = _fit(finetune, out_dir / "finetune", [
+            *shared, f"--model.init_args.export_dir={out_dir / 'finetune' / 'adapter'}", *(finetune_args or [])])
+        _finish_wandb()  # else the head's W&B logger would write into the fine-tuning's run
+        folder = tuner.model.export_path
+        full = not (folder / "adapter_config.json").is_file()  # mode full exports the whole model
+        lm_args = [f"--model.init_args.base_model={folder}"] if full else [
+            f"--model.init_args.base_model={tuner.model.base_model}", f"--model.init_args.adapter={folder}"]
+        info |= {"parameters": _count(tuner.model.model)[0], "trainable_parameters": _count(tuner.model.model)[1],
+                 "epochs": tuner.trainer.current_epoch, "steps": tuner.trainer.global_step,
+                 "finetune_seconds": round(time.perf_counter() - start, 2)}
+    head_args = [*shared, *lm_args, *(head_args or [])]
+    if name is not None:
+        head_args.append(f"--model.init_args.name={name}")
+    head = _fit(predictor, out_dir / "predictor", head_args)
+    best = head.trainer.checkpoint_callback.best_model_path or None
+    info["fit_seconds"] = round(time.perf_counter() - start, 2)
+    for split in ("valid", "test"):
+        path = out_dir / f"predictions_{split}.parquet"
+        head.datamodule.predict_split = split
+        head.model.predictions_path = str(path)
+        began = time.perf_counter()
+        head.trainer.predict(head.model, head.datamodule, ckpt_path=best)
+        info[f"predict_{split}_seconds"] = round(time.perf_counter() - began, 2)
+        info[split] = evaluate_predictions(Predictions.read(path))
+    _finish_wandb()
+    (out_dir / "metrics.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    print(f"{head.model.name}: fit {info['fit_seconds']} s, test perplexity {info['test']['ppl_all']:.3f}; "
+          f"wrote {out_dir}")
+    return info
+
+
+def _fit(config: Path, root: Path, args: list[str]):
+    """Run ``fit`` of ``config`` with logs and checkpoints under ``root``; the CLI object after fitting."""
+    from lit_career.cli import LitCareerCLI
+
+    cli = LitCareerCLI(["--config", str(config), f"--trainer.default_root_dir={root}",
+                        f"--trainer.logger.init_args.save_dir={root}", *args], run=False)
+    if cli.trainer.checkpoint_callback is not None:
+        cli.trainer.checkpoint_callback.dirpath = str(root / "checkpoints")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli
+
+
+def _finish_wandb() -> None:
+    """End the W&B run of the stage that just ran, if any."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def _count(model) -> tuple[int, int]:
+    """(all, trainable) parameters of ``model``."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
