@@ -165,8 +165,11 @@ def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path],
     """Log tables (``wandb.Table``) and images (``wandb.Image``) under ``evaluation/`` to a new run."""
     import wandb
 
-    # WANDB_DIR is read now, not when wandb was first set up in this process
-    with wandb.init(project=project, job_type="evaluate", dir=os.environ.get("WANDB_DIR")) as run:
+    # WANDB_DIR is read now, not when wandb was first set up in this process; a run still open in this
+    # process (a fit's logger) is left alone instead of being returned and written into
+    with wandb.init(
+        project=project, job_type="evaluate", dir=os.environ.get("WANDB_DIR"), reinit="create_new"
+    ) as run:
         payload = {f"evaluation/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
         payload |= {f"evaluation/{name}": wandb.Image(str(path)) for name, path in images.items()}
         run.log(payload)
