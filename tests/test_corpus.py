@@ -54,28 +54,34 @@ def titles_corpus(tokenizer_dir, cache):
     return make(tokenizer_dir, cache, loss_on="titles")
 
 
+@pytest.fixture(scope="module")
+def codes_corpus(tokenizer_dir, cache):
+    return make(tokenizer_dir, cache, template=ResumeTemplate(labels="codes"))
+
+
 def batches_with_indices(loader):
     """Each batch of ``loader`` with the dataset indices of its rows."""
     return list(zip(loader.batch_sampler, loader, strict=True))
 
 
-def test_target_token_spans_decode_to_the_target_titles(titles_corpus):
-    tokenizer = titles_corpus.tokenizer
-    targets = ResumeTemplate().targets()
+@pytest.mark.parametrize("labels", ["titles", "codes"])
+def test_target_token_spans_decode_to_the_space_and_the_target(labels, request):
+    corpus = request.getfixturevalue(f"{labels}_corpus")
+    tokenizer = corpus.tokenizer
+    targets = ResumeTemplate(labels=labels).targets()
+    alone = tokenizer([" " + t for t in targets], add_special_tokens=False)["input_ids"]
     for split in ("train", "valid", "test"):
-        ids, texts = titles_corpus.token_ids(split), titles_corpus.texts(split)
-        for row in titles_corpus.transitions(split).itertuples():
+        ids, texts = corpus.token_ids(split), corpus.texts(split)
+        for row in corpus.transitions(split).itertuples():
             text, tokens = texts[row.resume], ids[row.resume]
             target = text[row.prompt_end : row.target_end]
             assert target == targets[row.state]
             assert tokens[0] == tokenizer.bos_token_id
-            span = tokenizer.decode(tokens[row.tok_start : row.tok_end])
-            assert span in (target, " " + target)
-            # the tokens before the span are exactly the prompt (less the merged space)
-            assert (
-                tokenizer.decode(tokens[1 : row.tok_start])
-                == text[: row.prompt_end - (len(span) - len(target))]
-            )
+            # whether or not the space merges into the label's first token, the span starts with it ...
+            assert tokenizer.decode(tokens[row.tok_start : row.tok_end]) == " " + target
+            assert tokenizer.decode(tokens[1 : row.tok_start]) == text[: row.prompt_end - 1]
+            # ... and is tokenized as the candidate alone is, so closed-set scores are the resume's
+            assert tokens[row.tok_start : row.tok_end] == alone[row.state]
         assert [tokenizer.decode(tokens[1:]) for tokens in ids] == texts
 
 

@@ -268,3 +268,31 @@ def test_occupation_perplexity_scores_the_true_title_in_context(corpus, tmp_path
     )
     nll = scores.logsumexp(-1) - in_context
     assert metrics["val/occupation_ppl"] == pytest.approx(math.exp(float(nll.mean())), rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_chunked_loss_matches_the_model_loss_without_keeping_full_logits(corpus, mode):
+    batch = next(iter(corpus.train_dataloader()))
+    tokens, vocab = batch["input_ids"].numel(), len(corpus.tokenizer)
+    results = {}
+    for chunk in (None, 7):  # 7 divides neither the token count nor the batch
+        module = CausalLMFineTuner("tiny", mode=mode, lora=LoraSettings(dropout=0.0), loss_chunk_size=chunk)
+        module.configure_model()
+        torch.manual_seed(0)
+        with torch.no_grad():  # the same weights in both, LoRA B nonzero
+            for p in module.model.parameters():
+                if p.requires_grad and mode == "lora":
+                    p.normal_(0, 0.1)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            loss = module.training_loss(batch)
+        loss.backward()
+        grads = {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
+        results[chunk] = loss, grads, max(saved)
+    (loss, grads, largest), (chunked, chunked_grads, chunked_largest) = results[None], results[7]
+    torch.testing.assert_close(chunked, loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == chunked_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6)
+    # the model's loss keeps every logit; with chunks the largest saved tensor is an activation, 16x smaller
+    assert largest >= tokens * vocab > 10 * chunked_largest

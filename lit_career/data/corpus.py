@@ -3,9 +3,9 @@
 For each :class:`~lit_career.data.sources.PanelSource` the corpus loads the panel, renders every
 person's resume, tokenizes each whole resume with the base model's (fast) tokenizer, prepending BOS
 when the tokenizer has one, and maps each transition's target (title plus line terminator) to token
-indices: ``tok_start`` is the first token ending after the prompt (byte-level BPE merges the space
-before a title into its first token, so that token may start one character early) and ``tok_end``
-is one past the last token overlapping the target.
+indices: ``tok_start`` is the token holding the space before the target (byte-level BPE may merge
+that space into the label's first token or keep it alone, label by label), so every target's tokens
+start at its space; ``tok_end`` is one past the last token overlapping the target.
 
 **Truncation.** A resume longer than ``max_length`` tokens keeps its header, its person sentence and
 the most recent years that fit; it is re-rendered from that suffix of the career (education shown
@@ -60,7 +60,7 @@ from lit_career.data.sources import PanelSource
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CHUNK_BATCHES = 64
 """Length bucketing sorts resumes within random chunks of this many batches."""
 IGNORE = -100
@@ -101,10 +101,13 @@ def tokenize_texts(
 def token_spans(
     offsets: np.ndarray, prompt_end: np.ndarray, target_end: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``tok_start`` (first token ending after the prompt) and ``tok_end`` (one past the last token starting
-    before the target's end) of each target, from one resume's token offsets."""
+    """``tok_start`` (the token holding the space before the target: the first ending after the prompt's
+    last character) and ``tok_end`` (one past the last token starting before the target's end) of each
+    target, from one resume's token offsets. Starting at the space makes the span the same for every label
+    whether the tokenizer merges the space into the label's first token or not (``" 195"`` but ``" "``,
+    ``"4"`` for codes, with some merges)."""
     return (
-        np.searchsorted(offsets[:, 1], prompt_end, side="right"),
+        np.searchsorted(offsets[:, 1], prompt_end - 1, side="right"),
         np.searchsorted(offsets[:, 0], target_end, side="left"),
     )
 

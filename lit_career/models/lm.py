@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.saving import save_hparams_to_yaml
+from torch.utils.checkpoint import checkpoint
 from torchmetrics.aggregation import MeanMetric
 
 IGNORE = -100
@@ -52,6 +53,28 @@ class LoraSettings:
     target_modules: list[str] | str = field(default="all-linear")
 
 
+def chunked_next_token_loss(
+    hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """Mean cross-entropy of each label given the hidden state before it (the shift of transformers'
+    causal-LM loss, -100 ignored), ``chunk_size`` tokens through ``head`` at a time; each chunk's logits
+    are recomputed in backward instead of kept."""
+    targets = labels[:, 1:].reshape(-1)
+    keep = targets != IGNORE
+    hidden, targets = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep], targets[keep]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, len(targets), chunk_size):
+        chunk = slice(start, start + chunk_size)
+        total = total + checkpoint(
+            _summed_cross_entropy, head, hidden[chunk], targets[chunk], use_reentrant=False
+        )
+    return total / keep.sum().clamp(min=1)
+
+
+def _summed_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
 class CausalLMFineTuner(LightningModule):
     """Next-token fine-tuning of a causal LM (see module docstring).
 
@@ -63,6 +86,10 @@ class CausalLMFineTuner(LightningModule):
             ``qlora`` on GPU, float32 for ``qlora`` on CPU, the checkpoint's dtype otherwise.
         double_quant: quantize the 4-bit quantization constants too (``qlora``).
         gradient_checkpointing: recompute activations in backward (non-reentrant).
+        loss_chunk_size: compute the training loss from the final hidden states this many tokens at a
+            time, each chunk's logits recomputed in backward (:func:`chunked_next_token_loss`), so the
+            ``[batch, length, vocabulary]`` logits never exist at once (they dominate the memory of a
+            128k-vocabulary model); None: the model's own loss.
         optimizer: optimizer factory given the trainable parameters (e.g. AdamW, bitsandbytes' AdamW8bit).
         schedule: learning-rate schedule after the warmup, over the run's estimated optimizer steps.
         warmup_steps: linear warmup from 0.
@@ -81,6 +108,7 @@ class CausalLMFineTuner(LightningModule):
         compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
         double_quant: bool = True,
         gradient_checkpointing: bool = False,
+        loss_chunk_size: int | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine",
         warmup_steps: int = 0,
@@ -94,7 +122,9 @@ class CausalLMFineTuner(LightningModule):
         self.hparams["lora"] = asdict(self.lora)  # plain data: checkpoints load with weights_only=True
         self.base_model, self.mode = base_model, mode
         self.compute_dtype, self.double_quant = compute_dtype, double_quant
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing, self.loss_chunk_size = gradient_checkpointing, loss_chunk_size
+        if loss_chunk_size is not None and loss_chunk_size < 1:
+            raise ValueError(f"loss_chunk_size must be positive or None, got {loss_chunk_size}")
         self.make_optimizer, self.schedule, self.warmup_steps = optimizer, schedule, warmup_steps
         self.export_dir, self.occupation_ppl_resumes = export_dir, occupation_ppl_resumes
         self.log_adapter_artifact = log_adapter_artifact
@@ -165,8 +195,20 @@ class CausalLMFineTuner(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token NLL of the batch's labels, in chunks when ``loss_chunk_size`` is set."""
+        if self.loss_chunk_size is None:
+            return self(**batch).loss
+        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = causal_lm.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        return chunked_next_token_loss(
+            hidden, causal_lm.get_output_embeddings(), batch["labels"], self.loss_chunk_size
+        )
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(**batch).loss
+        loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["input_ids"]))
         return loss
@@ -211,7 +253,7 @@ class CausalLMFineTuner(LightningModule):
         from lit_career.models.scoring import ClosedSetScorer, normalize
 
         corpus = self.trainer.datamodule
-        # tok_start is the first token ending after the prompt: the title's leading space belongs to it
+        # tok_start is the token holding the space before the title: every candidate starts with it
         candidates = [" " + target for target in corpus.template.targets()]
         scorer = ClosedSetScorer(self.model, corpus.tokenizer, candidates)
         transitions = corpus.transitions(split)

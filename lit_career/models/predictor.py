@@ -158,8 +158,8 @@ def candidate_strings(
     token_ids: list[list[int]],
     transitions: pd.DataFrame,
 ) -> list[str]:
-    """The closed set as the LM sees it from ``tok_start``: each target with the prompt's text inside its
-    first token (a space, for byte-level BPE). Raises if a realized target's tokens in its resume differ
+    """The closed set as the LM sees it from ``tok_start``: each target after the space that precedes it
+    in the resume. Raises if a realized target's tokens in its resume differ
     from its candidate's standalone tokens (then the scores would not be the LM's)."""
     targets = template.targets()
     first = transitions.iloc[0]
