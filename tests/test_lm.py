@@ -270,6 +270,11 @@ def test_occupation_perplexity_scores_the_true_title_in_context(corpus, tmp_path
     assert metrics["val/occupation_ppl"] == pytest.approx(math.exp(float(nll.mean())), rel=1e-4)
 
 
+def _record_size(sizes: list[int], tensor: torch.Tensor) -> torch.Tensor:
+    sizes.append(tensor.numel())
+    return tensor
+
+
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_chunked_loss_matches_the_model_loss_without_keeping_full_logits(corpus, mode):
     batch = next(iter(corpus.train_dataloader()))
@@ -283,8 +288,9 @@ def test_chunked_loss_matches_the_model_loss_without_keeping_full_logits(corpus,
             for p in module.model.parameters():
                 if p.requires_grad and mode == "lora":
                     p.normal_(0, 0.1)
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        saved: list[int] = []
+        keep = partial(_record_size, saved)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
             loss = module.training_loss(batch)
         loss.backward()
         grads = {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
