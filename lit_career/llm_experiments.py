@@ -72,6 +72,7 @@ def run_llm_experiment(
     if name is not None:
         head_args.append(f"--model.init_args.name={name}")
     head = _fit(predictor, out_dir / "predictor", head_args)
+    info["head_parameters"] = _count(head.model)[1]
     best = head.trainer.checkpoint_callback.best_model_path or None
     info["fit_seconds"] = round(time.perf_counter() - start, 2)
     for split in ("valid", "test"):

@@ -96,11 +96,20 @@ def test_llm_row_config_evaluates_on_its_baselines_panel_and_split(path):
         k: v for k, v in expected.items() if k != "columns"
     }
     assert baseline.get("split_seed", 0) == 0 and baseline.get("max_persons") is None
-    producer = str(config.get("base_model", "")).removesuffix("/finetune/adapter")
-    if "/" in producer:  # reuses the model another row fine-tuned
-        assert producer in {yaml.safe_load(p.read_text())["out_dir"] for p in LLM_CONFIGS}
 
 
 def test_llm_rows_write_distinct_run_directories():
     out_dirs = pd.Series([yaml.safe_load(p.read_text())["out_dir"] for p in LLM_CONFIGS])
     assert not out_dirs.duplicated().any()
+
+
+def test_run_lists_name_every_llm_config_once_after_the_row_it_reuses():
+    listed = [ROOT / p for name in ("llm_cpu.txt", "llm_gpu.txt") for p in (EXPERIMENTS / name).read_text().split()]
+    assert sorted(listed) == LLM_CONFIGS
+    out_dirs = [yaml.safe_load(p.read_text())["out_dir"] for p in listed]
+    for i, path in enumerate(listed):
+        config = yaml.safe_load(path.read_text())
+        reused = [str(config.get("base_model", "")), *(config.get("head_args") or [])]
+        for producer in out_dirs:
+            if any(f"{producer}/finetune/adapter" in arg for arg in reused):
+                assert producer in out_dirs[:i], f"{path.name} runs before {producer}"
