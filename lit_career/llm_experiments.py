@@ -18,10 +18,13 @@ transitions as the baselines. The run directory holds ``finetune/`` (logs, check
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from lit_career.evaluation.metrics import evaluate_predictions
 from lit_career.evaluation.predictions import Predictions
@@ -53,26 +56,44 @@ def run_llm_experiment(
     shared = [f"--data.init_args.{key}={json.dumps(value)}" for key, value in (data or {}).items()]
     if base_model is not None:
         shared.append(f"--model.init_args.base_model={base_model}")
-    info: dict[str, Any] = {"finetune": str(finetune) if finetune else None, "predictor": str(predictor),
-                            "data": data or {}}
+    info: dict[str, Any] = {
+        "finetune": str(finetune) if finetune else None,
+        "predictor": str(predictor),
+        "data": data or {},
+    }
     start = time.perf_counter()
     lm_args: list[str] = []
     if finetune is not None:
-        tuner = _fit(finetune, out_dir / "finetune", [
-            *shared, f"--model.init_args.export_dir={out_dir / 'finetune' / 'adapter'}", *(finetune_args or [])])
+        export = out_dir / "finetune" / "adapter"
+        tuner = _fit(
+            finetune,
+            out_dir / "finetune",
+            [*shared, f"--model.init_args.export_dir={export}", *(finetune_args or [])],
+        )
         _finish_wandb()  # else the head's W&B logger would write into the fine-tuning's run
-        folder = tuner.model.export_path
-        full = not (folder / "adapter_config.json").is_file()  # mode full exports the whole model
-        lm_args = [f"--model.init_args.base_model={folder}"] if full else [
-            f"--model.init_args.base_model={tuner.model.base_model}", f"--model.init_args.adapter={folder}"]
-        info |= {"parameters": _count(tuner.model.model)[0], "trainable_parameters": _count(tuner.model.model)[1],
-                 "epochs": tuner.trainer.current_epoch, "steps": tuner.trainer.global_step,
-                 "finetune_seconds": round(time.perf_counter() - start, 2)}
+        if (export / "adapter_config.json").is_file():
+            lm_args = [
+                f"--model.init_args.base_model={tuner.model.base_model}",
+                f"--model.init_args.adapter={export}",
+            ]
+        else:  # mode full exports the whole model
+            lm_args = [f"--model.init_args.base_model={export}"]
+        total, trainable = _count(tuner.model.model)
+        info |= {
+            "lm_parameters": total,
+            "trainable_parameters": trainable,
+            "epochs": tuner.trainer.current_epoch,
+            "steps": tuner.trainer.global_step,
+            "finetune_seconds": round(time.perf_counter() - start, 2),
+        }
     head_args = [*shared, *lm_args, *(head_args or [])]
     if name is not None:
         head_args.append(f"--model.init_args.name={name}")
     head = _fit(predictor, out_dir / "predictor", head_args)
+    if "lm_parameters" not in info:
+        info["lm_parameters"] = _lm_parameters(head.model.base_model, head.model.adapter)
     info["head_parameters"] = _count(head.model)[1]
+    info["parameters"] = info["lm_parameters"] + info["head_parameters"]
     best = head.trainer.checkpoint_callback.best_model_path or None
     info["fit_seconds"] = round(time.perf_counter() - start, 2)
     for split in ("valid", "test"):
@@ -85,8 +106,10 @@ def run_llm_experiment(
         info[split] = evaluate_predictions(Predictions.read(path))
     _finish_wandb()
     (out_dir / "metrics.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    print(f"{head.model.name}: fit {info['fit_seconds']} s, test perplexity {info['test']['ppl_all']:.3f}; "
-          f"wrote {out_dir}")
+    print(
+        f"{head.model.name}: fit {info['fit_seconds']} s, test perplexity {info['test']['ppl_all']:.3f}; "
+        f"wrote {out_dir}"
+    )
     return info
 
 
@@ -94,8 +117,16 @@ def _fit(config: Path, root: Path, args: list[str]):
     """Run ``fit`` of ``config`` with logs and checkpoints under ``root``; the CLI object after fitting."""
     from lit_career.cli import LitCareerCLI
 
-    cli = LitCareerCLI(["--config", str(config), f"--trainer.default_root_dir={root}",
-                        f"--trainer.logger.init_args.save_dir={root}", *args], run=False)
+    cli = LitCareerCLI(
+        [
+            "--config",
+            str(config),
+            f"--trainer.default_root_dir={root}",
+            f"--trainer.logger.init_args.save_dir={root}",
+            *args,
+        ],
+        run=False,
+    )
     if cli.trainer.checkpoint_callback is not None:
         cli.trainer.checkpoint_callback.dirpath = str(root / "checkpoints")
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -107,6 +138,22 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+def _lm_parameters(base_model: str, adapter: str | None) -> int:
+    """Parameters of the frozen LM (base, counted without loading its weights, plus adapter)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lit_career.models.backbone import resolve_model_source
+
+    config = AutoConfig.from_pretrained(resolve_model_source(base_model))
+    with torch.device("meta"):
+        total = _count(AutoModelForCausalLM.from_config(config))[0]
+    for path in Path(adapter).glob("adapter_model.safetensors") if adapter else []:
+        with safe_open(path, "pt") as tensors:
+            total += sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
+    return total
 
 
 def _count(model) -> tuple[int, int]:

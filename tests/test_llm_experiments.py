@@ -11,7 +11,7 @@ from lit_career.data.sources import PanelSource
 from lit_career.evaluation.compare import compare
 from lit_career.evaluation.predictions import Predictions
 from lit_career.experiments import run_experiment
-from lit_career.llm_experiments import run_llm_experiment
+from lit_career.llm_experiments import _lm_parameters, run_llm_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"
@@ -30,7 +30,10 @@ def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
         finetune_args=["--trainer.max_steps=3"],
         name="llm_tiny",
     )
-    assert info["steps"] == 3 and 0 < info["trainable_parameters"] < info["parameters"]
+    assert info["steps"] == 3 and 0 < info["trainable_parameters"] < info["lm_parameters"]
+    assert info["parameters"] == info["lm_parameters"] + info["head_parameters"] == info["lm_parameters"] + 1
+    # a row that reuses this adapter counts the same LM without loading it
+    assert _lm_parameters("tiny", str(out / "finetune/adapter")) == info["lm_parameters"]
     assert (out / "finetune/adapter/adapter_config.json").is_file()
     # each stage has its own W&B run, in its own folder
     assert len(list((out / "finetune/wandb").glob("offline-run-*"))) == 1
