@@ -291,7 +291,7 @@ def test_chunked_loss_matches_the_model_loss_without_keeping_full_logits(corpus,
         saved: list[int] = []
         keep = partial(_record_size, saved)
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            loss = module.training_loss(batch)
+            loss = module.next_token_loss(batch)
         loss.backward()
         grads = {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
         results[chunk] = loss, grads, max(saved)

@@ -86,8 +86,8 @@ class CausalLMFineTuner(LightningModule):
             ``qlora`` on GPU, float32 for ``qlora`` on CPU, the checkpoint's dtype otherwise.
         double_quant: quantize the 4-bit quantization constants too (``qlora``).
         gradient_checkpointing: recompute activations in backward (non-reentrant).
-        loss_chunk_size: compute the training loss from the final hidden states this many tokens at a
-            time, each chunk's logits recomputed in backward (:func:`chunked_next_token_loss`), so the
+        loss_chunk_size: compute the loss (training, validation, test) from the final hidden states this
+            many tokens at a time, each chunk's logits recomputed in backward (:func:`chunked_next_token_loss`), so the
             ``[batch, length, vocabulary]`` logits never exist at once (they dominate the memory of a
             128k-vocabulary model); None: the model's own loss.
         optimizer: optimizer factory given the trainable parameters (e.g. AdamW, bitsandbytes' AdamW8bit).
@@ -195,7 +195,7 @@ class CausalLMFineTuner(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def next_token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token NLL of the batch's labels, in chunks when ``loss_chunk_size`` is set."""
         if self.loss_chunk_size is None:
             return self(**batch).loss
@@ -208,7 +208,7 @@ class CausalLMFineTuner(LightningModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.training_loss(batch)
+        loss = self.next_token_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["input_ids"]))
         return loss
@@ -223,7 +223,7 @@ class CausalLMFineTuner(LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor], metric: MeanMetric) -> None:
         tokens = (batch["labels"][:, 1:] != IGNORE).sum()  # HF shifts: the first label is never predicted
-        metric.update(self(**batch).loss, weight=tokens)
+        metric.update(self.next_token_loss(batch), weight=tokens)
 
     def _log_perplexity(self, stage: str, metric: MeanMetric) -> dict[str, float]:
         loss = metric.compute()
