@@ -39,6 +39,8 @@ def run_llm_experiment(
     finetune_args: list[str] | None = None,
     head_args: list[str] | None = None,
     name: str | None = None,
+    bound_sample_persons: int = 0,
+    bound_seed: int = 0,
 ) -> dict[str, Any]:
     """Fine-tune (optionally), fit the head, predict valid and test, and write ``metrics.json``.
 
@@ -51,6 +53,9 @@ def run_llm_experiment(
         finetune_args: more command-line arguments of the fine-tuning ``fit`` (e.g. ``[--trainer.max_epochs, "3"]``).
         head_args: more command-line arguments of the head's ``fit`` and ``predict``.
         name: model name of the row (default: the predictor's, ``llm_<head>``).
+        bound_sample_persons: with an embedding head, also score the full closed set on this many test persons
+            (drawn with ``bound_seed``) to measure how tight the T=1 likelihood bound is (slow: every title).
+        bound_seed: seed of that sample.
     """
     out_dir = Path(out_dir)
     shared = [f"--data.init_args.{key}={json.dumps(value)}" for key, value in (data or {}).items()]
@@ -79,11 +84,15 @@ def run_llm_experiment(
         else:  # mode full exports the whole model
             lm_args = [f"--model.init_args.base_model={export}"]
         total, trainable = _count(tuner.model.model)
+        train_tokens = int(tuner.datamodule.resumes("train")["n_tokens"].sum())
+        tokens_seen = tuner.model.tokens_seen * tuner.trainer.world_size
         info |= {
             "lm_parameters": total,
             "trainable_parameters": trainable,
             "epochs": tuner.trainer.current_epoch,
             "steps": tuner.trainer.global_step,
+            "tokens_seen": tokens_seen,
+            "epoch_fraction": round(tokens_seen / train_tokens, 4),
             "finetune_seconds": round(time.perf_counter() - start, 2),
         }
     head_args = [*shared, *lm_args, *(head_args or [])]
@@ -104,6 +113,13 @@ def run_llm_experiment(
         head.trainer.predict(head.model, head.datamodule, ckpt_path=best)
         info[f"predict_{split}_seconds"] = round(time.perf_counter() - began, 2)
         info[split] = evaluate_predictions(Predictions.read(path))
+    if head.model.head != "likelihood":
+        began = time.perf_counter()
+        info["likelihood_bound"] = {
+            "valid": head.model.likelihood_bound("valid"),
+            "test": head.model.likelihood_bound("test", bound_sample_persons, bound_seed),
+        }
+        info["bound_seconds"] = round(time.perf_counter() - began, 2)
     _finish_wandb()
     (out_dir / "metrics.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     print(
@@ -114,7 +130,8 @@ def run_llm_experiment(
 
 
 def _fit(config: Path, root: Path, args: list[str]):
-    """Run ``fit`` of ``config`` with logs and checkpoints under ``root``; the CLI object after fitting."""
+    """Run ``fit`` of ``config`` with logs and checkpoints under ``root``, continuing from ``last.ckpt`` there
+    when an earlier run of the stage was stopped; the CLI object after fitting."""
     from lit_career.cli import LitCareerCLI
 
     cli = LitCareerCLI(
@@ -127,9 +144,11 @@ def _fit(config: Path, root: Path, args: list[str]):
         ],
         run=False,
     )
+    last = None
     if cli.trainer.checkpoint_callback is not None:
         cli.trainer.checkpoint_callback.dirpath = str(root / "checkpoints")
-    cli.trainer.fit(cli.model, cli.datamodule)
+        last = root / "checkpoints" / "last.ckpt"
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=last if last is not None and last.is_file() else None)
     return cli
 
 

@@ -427,6 +427,8 @@ class ResumeCorpus(LightningDataModule):
         split_seed: seed of the split assignment.
         max_persons: keep this many persons of each source, for demos and tests: a random sample that
             depends on nothing but the panel (so seeds can change without retokenizing).
+        max_train_persons: keep this many training persons of each source (a random sample drawn with
+            ``split_seed`` after the split), leaving the valid and test persons as they are.
         cache_dir: where tokenized resumes are cached (default: ``backbone.cache_dir()/corpus``).
         num_workers: dataloader worker processes.
         seed: seed of the training order and mixture draws (combined with the epoch).
@@ -443,6 +445,7 @@ class ResumeCorpus(LightningDataModule):
         split_fractions: dict[str, float] | None = None,
         split_seed: int = 0,
         max_persons: int | None = None,
+        max_train_persons: int | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -460,7 +463,9 @@ class ResumeCorpus(LightningDataModule):
             num_workers,
             seed,
         )
-        self.cache_dir = cache_dir
+        self.cache_dir, self.max_train_persons = cache_dir, max_train_persons
+        if max_train_persons is not None and max_train_persons < 1:
+            raise ValueError(f"max_train_persons must be positive or None, got {max_train_persons}")
         if loss_on not in ("all", "titles"):
             raise ValueError(f"loss_on must be 'all' or 'titles', not {loss_on!r}")
         weights = self._weights()
@@ -531,11 +536,12 @@ class ResumeCorpus(LightningDataModule):
             folder = self._cached(i)
             data, meta = read_cache(folder), json.loads((folder / "meta.json").read_text())
             split_of = assign_splits(self._panel(i), self.split_fractions, self.split_seed).persons["split"]
-            labels = split_of.reindex(data.resumes["person_id"]).to_numpy()
+            labels = self._keep_train(split_of.reindex(data.resumes["person_id"]).to_numpy())
             lengths = np.array([len(t) for t in data.token_ids])
             per_source[name] = {
                 "persons": len(data.resumes),
                 "resumes": {split: int((labels == split).sum()) for split in parts},
+                "unused_train_resumes": int((labels == "unused").sum()),
                 "tokens": int(lengths.sum()),
                 "truncated_resumes": int((data.resumes["dropped_years"] > 0).sum()),
                 "dropped_years": int(data.resumes["dropped_years"].sum()),
@@ -553,6 +559,18 @@ class ResumeCorpus(LightningDataModule):
                 if source["train_epoch_draws"] and not source["resumes"]["train"]:
                     raise ValueError(f"source {name!r} has a positive weight but no training resumes")
         self._make_stats(per_source)
+
+    def _keep_train(self, labels: np.ndarray) -> np.ndarray:
+        """Split labels with all but ``max_train_persons`` training resumes relabelled ``unused``."""
+        train = np.flatnonzero(labels == "train")
+        if self.max_train_persons is None or len(train) <= self.max_train_persons:
+            return labels
+        drop = np.random.default_rng(self.split_seed).choice(
+            train, len(train) - self.max_train_persons, replace=False
+        )
+        labels = labels.copy()
+        labels[drop] = "unused"
+        return labels
 
     def _join(self, split: str, pieces: list) -> SplitData:
         resumes, token_ids, transitions, offset = [], [], [], 0

@@ -6,6 +6,11 @@ runs share it, by the run directory's name. Every row must score exactly the sam
 (person, year, realized state) of the split; otherwise the first run that differs is named. Metrics
 come from :func:`~lit_career.evaluation.metrics.evaluate_predictions`; a run's ``metrics.json`` (written
 by ``python -m lit_career baseline``) adds its size and timing columns.
+
+Each row is also set against a reference row (by default the CAREER row): ``ppl_ratio`` is its
+``ppl_all`` over the reference's, ``ratio_lo``/``ratio_hi`` a 95% interval from a paired bootstrap over
+persons (:func:`paired_bootstrap`), and ``vs_<reference>`` says ``win`` (interval below 1), ``loss``
+(above 1) or ``tie``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ def compare(
     split: str = "test",
     wandb: bool = False,
     wandb_project: str = "lit_career",
+    reference: str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Score finished runs on one split and write ``compare.md``, ``compare.csv`` and ``perplexity.png``.
 
@@ -43,24 +51,41 @@ def compare(
         split: split whose transitions are scored (``test`` or ``valid``).
         wandb: also log the table and the plot to a W&B run (``WANDB_MODE=offline`` is honored).
         wandb_project: W&B project of that run.
+        reference: row the perplexity ratios are taken to; ``None``: the CAREER row (``career``, else
+            the first row whose name starts with ``career``), and no ratio columns when there is none.
+        bootstrap: number of paired bootstrap resamples over persons for the ratio intervals.
+        seed: seed of the bootstrap resampling.
     """
     if not runs:
         raise InputError("no runs given")
+    if bootstrap < 1:
+        raise InputError(f"bootstrap must be at least 1, not {bootstrap}")
     found = prediction_files(runs, split)
     loaded = [(path, _read(path, split)) for _, path in found]
     check_same_transitions(loaded)
     names = _row_names([run for run, _ in found], [pred.model for _, pred in loaded])
+    ref = reference_row(names, reference)
     rows = {}
     for (run, _), (_, pred), name in zip(found, loaded, names, strict=True):
         info = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-        rows[name] = {**evaluate_predictions(pred), **{k: info[k] for k in RUN_INFO if info.get(k) is not None}}
+        rows[name] = {
+            **evaluate_predictions(pred),
+            **{k: info[k] for k in RUN_INFO if info.get(k) is not None},
+        }
     table = comparison_table(rows)
     for column in ("parameters", "epochs"):
         if column in table:
-            table[column] = pd.Series([v if np.isnan(v) else int(v) for v in table[column]], table.index, object)
+            table[column] = pd.Series(
+                [v if np.isnan(v) else int(v) for v in table[column]], table.index, object
+            )
     table.insert(0, "run", [str(run) for run, _ in found])
+    if ref is not None:
+        table = _with_ratios(table, loaded, ref, bootstrap, seed)
     out_dir = Path(out_dir)
     markdown, _ = write_table(table, out_dir, "compare")
+    if ref is not None:
+        note = f"ppl_ratio: ppl_all over {names[ref]}'s; 95% interval from {bootstrap} paired bootstrap"
+        markdown.write_text(f"{markdown.read_text()}\n{note} resamples of persons (seed {seed}).\n")
     print(markdown.read_text(), end="")
     image = save_figure(perplexity_figure(table, split), out_dir / "perplexity.png")
     if wandb:
@@ -84,7 +109,9 @@ def prediction_files(runs: list[Path], split: str) -> list[tuple[Path, Path]]:
                 found = found if found[0].is_file() else sorted(path.rglob(f"predictions_{split}.parquet"))
                 if len(found) != 1:
                     what = "no" if not found else f"{len(found)}"
-                    raise InputError(f"{what} predictions_{split}.parquet in this run directory", file=str(path))
+                    raise InputError(
+                        f"{what} predictions_{split}.parquet in this run directory", file=str(path)
+                    )
                 files.append((path, found[0]))
             else:
                 raise InputError("run not found", file=str(path))
@@ -94,9 +121,9 @@ def prediction_files(runs: list[Path], split: str) -> list[tuple[Path, Path]]:
 def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> None:
     """Raise :class:`InputError` naming the first run whose transitions differ from the first run's."""
     first_path, first = loaded[0]
-    reference = _keys(first)
+    reference = _keys(first).reset_index(drop=True)
     for path, pred in loaded[1:]:
-        keys = _keys(pred)
+        keys = _keys(pred).reset_index(drop=True)
         if not keys.equals(reference):
             merged = reference.merge(keys, how="outer", indicator=True)
             missing, extra = (int((merged["_merge"] == side).sum()) for side in ("left_only", "right_only"))
@@ -105,6 +132,38 @@ def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> None:
                 f"{missing} of those missing, {extra} not among them); compare runs on the same panel and split",
                 file=str(path),
             )
+
+
+def reference_row(names: list[str], reference: str | None) -> int | None:
+    """Position of the row named ``reference``; for ``None`` the CAREER row (``career``, else the first
+    name starting with ``career``) or ``None`` when there is none."""
+    if reference is None:
+        career = [n for n in names if n == "career"] or [n for n in names if n.startswith("career")]
+        return names.index(career[0]) if career else None
+    if reference not in names:
+        raise InputError(f"no row named {reference!r} to compare against; rows: {', '.join(names)}")
+    return names.index(reference)
+
+
+def paired_bootstrap(
+    nll: np.ndarray, persons: np.ndarray, reference: int, resamples: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Perplexity ratio of each row of ``nll`` (rows x transitions) to row ``reference``, with a 95%
+    percentile interval from a paired bootstrap over persons.
+
+    ``persons`` labels each transition's person. A resample draws persons with replacement and weights
+    each transition by how often its person was drawn; its ratio is exp(weighted mean NLL difference).
+    Returns one row per ``nll`` row: ``ppl_ratio`` (exp of the mean difference), ``ratio_lo``, ``ratio_hi``.
+    """
+    diff = nll - nll[reference]
+    _, person = np.unique(persons, return_inverse=True)
+    n = person.max() + 1
+    sums = np.stack([np.bincount(person, d, n) for d in diff])  # rows x persons
+    counts = np.bincount(person, minlength=n)
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), resamples)  # resamples x persons
+    ratios = np.exp((draws @ sums.T) / (draws @ counts)[:, None])
+    lo, hi = np.percentile(ratios, [2.5, 97.5], axis=0)
+    return pd.DataFrame({"ppl_ratio": np.exp(diff.mean(axis=1)), "ratio_lo": lo, "ratio_hi": hi})
 
 
 def perplexity_figure(table: pd.DataFrame, split: str) -> Figure:
@@ -130,14 +189,41 @@ def _read(path: Path, split: str) -> Predictions:
         raise InputError(str(err).splitlines()[0], file=str(path)) from err
 
 
+def _with_ratios(
+    table: pd.DataFrame, loaded: list[tuple[Path, Predictions]], ref: int, resamples: int, seed: int
+) -> pd.DataFrame:
+    """``table`` with :func:`paired_bootstrap`'s columns and ``vs_<reference>`` after ``ppl_all``."""
+    orders = [_keys(pred).index.to_numpy() for _, pred in loaded]
+    nll = -np.stack(
+        [pred.realized_log_prob()[order] for (_, pred), order in zip(loaded, orders, strict=True)]
+    )
+    nll = nll.astype(np.float64)
+    ratios = paired_bootstrap(nll, _persons(loaded, orders), ref, resamples, seed).set_index(table.index)
+    verdict = np.select([ratios["ratio_hi"] < 1, ratios["ratio_lo"] > 1], ["win", "loss"], "tie")
+    ratios[f"vs_{table.index[ref]}"] = np.where(np.arange(len(table)) == ref, "reference", verdict)
+    at = table.columns.get_loc("ppl_all") + 1
+    return pd.concat([table.iloc[:, :at], ratios, table.iloc[:, at:]], axis=1)
+
+
+def _persons(loaded: list[tuple[Path, Predictions]], orders: list[np.ndarray]) -> np.ndarray:
+    """Person of each aligned transition: (source, person_id) when a run records sources, else person_id."""
+    i = next((i for i, (_, pred) in enumerate(loaded) if "source" in pred.table), 0)
+    table = loaded[i][1].table.iloc[orders[i]]
+    key = ["source", "person_id"] if "source" in table else ["person_id"]
+    return table.groupby(key, sort=False, dropna=False).ngroup().to_numpy()
+
+
 def _keys(pred: Predictions) -> pd.DataFrame:
+    """The transition keys, sorted; the index holds each key's row position in ``pred``."""
     keys = pred.table[TRANSITION_KEY].astype({"person_id": str, "year": np.int64, "state": np.int64})
-    return keys.sort_values(TRANSITION_KEY, ignore_index=True)
+    return keys.reset_index(drop=True).sort_values(TRANSITION_KEY)
 
 
 def _row_names(run_dirs: list[Path], models: list[str]) -> list[str]:
     """Model names, replaced by run directory names where models share a name; all must differ."""
-    names = [m if models.count(m) == 1 else run.resolve().name for run, m in zip(run_dirs, models, strict=True)]
+    names = [
+        m if models.count(m) == 1 else run.resolve().name for run, m in zip(run_dirs, models, strict=True)
+    ]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InputError(f"two runs are both called {repeated[0]!r}: give each its own run directory name")

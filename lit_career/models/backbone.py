@@ -230,3 +230,23 @@ def load_causal_lm(
     return AutoModelForCausalLM.from_pretrained(
         resolved, quantization_config=config, dtype=dtype, device_map=device_map
     )
+
+
+def load_frozen_lm(
+    base_model: str, adapter: str | None, quantization: Literal["none", "nf4"], device: torch.device
+) -> PreTrainedModel:
+    """Base (+ adapter) on ``device``, in eval mode, with no trainable parameter. An adapter on an
+    unquantized base is merged into the weights (unmerged LoRA layers run ~0.87x as fast on a CPU)."""
+    if quantization == "nf4":
+        lm = load_causal_lm(
+            base_model, quantization="nf4", device_map={"": device} if device.type == "cuda" else None
+        )
+    else:
+        lm = load_causal_lm(base_model).to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter)
+        if quantization == "none":
+            lm = lm.merge_and_unload()
+    return lm.requires_grad_(False).eval()

@@ -130,6 +130,7 @@ class CausalLMFineTuner(LightningModule):
         self.log_adapter_artifact = log_adapter_artifact
         self.model: torch.nn.Module | None = None
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()
+        self.tokens_seen = 0  # non-padding tokens this process has trained on (restored on resume)
         self.strict_loading = False  # checkpoints hold the trainable tensors only
 
     # ------------------------------------------------------------ model
@@ -209,6 +210,8 @@ class CausalLMFineTuner(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.next_token_loss(batch)
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.log("train/tokens_seen", float(self.tokens_seen), batch_size=len(batch["input_ids"]))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["input_ids"]))
         return loss
@@ -277,8 +280,10 @@ class CausalLMFineTuner(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["tokens_seen"] = self.tokens_seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         saved, expected = set(checkpoint["state_dict"]), self.trainable_names()
         if saved != expected:
             missing, unexpected = sorted(expected - saved)[:3], sorted(saved - expected)[:3]

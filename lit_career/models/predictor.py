@@ -19,9 +19,12 @@ Heads (``head``):
   previous state ``p``: ``P(p) = sigmoid(s)``, ``P(j != p) = sigmoid(-s) * softmax_{j != p}``; a first
   year (``prev_state = -1``) gets the plain softmax.
 
-Features are cached under ``feature_cache_dir`` as ``<kind>-<split>-<key>.pt``; the key hashes the LM
-(base files' names, sizes and times, adapter files' contents, quantization), the split's token ids and
-target positions, and the layer or candidate strings. With a cached split the LM is not even loaded.
+Features are cached under ``feature_cache_dir``: closed-set scores as ``scores-<split>-<key>.pt``, hidden
+states (with each realized target's LM log-probability, see :mod:`~lit_career.models.features`) as shards
+in ``hidden-<split>-<key>/``, computed by ``feature_workers`` processes and resumable shard by shard. The
+key hashes the LM (base files' names, sizes and times, adapter files' contents, quantization), the
+split's token ids and target positions, and the layer or candidate strings. With a cached split the LM
+is not even loaded. An adapter is merged into the base weights when the base is not quantized.
 
 ``test`` logs :func:`~lit_career.evaluation.metrics.evaluate_predictions` of the test split as
 ``test/<metric>``; ``predict`` writes the :class:`~lit_career.evaluation.predictions.Predictions` of the
@@ -35,8 +38,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -58,14 +60,15 @@ from lit_career.data.transitions import TransitionData
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
 from lit_career.evaluation.predictions import Predictions
-from lit_career.models.backbone import cache_dir, load_causal_lm, load_tokenizer, resolve_model_source
+from lit_career.models.backbone import cache_dir, load_frozen_lm, load_tokenizer, resolve_model_source
 from lit_career.models.career import two_stage_log_probs
+from lit_career.models.features import FrozenLM, extract, likelihood_bound, save_atomic
 from lit_career.models.scoring import ClosedSetScorer
 
 log = logging.getLogger(__name__)
 
 Head = Literal["likelihood", "embedding", "two_stage"]
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"  # 2: adapters merged into the weights; hidden features in shards
 
 
 # ---------------------------------------------------------------- the frozen LM
@@ -100,23 +103,6 @@ def lm_identity(base_model: str, adapter: str | None, quantization: str) -> str:
             if path.is_file() and path.name.startswith("adapter_"):
                 digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
-
-
-def load_frozen_lm(
-    base_model: str, adapter: str | None, quantization: Literal["none", "nf4"], device: torch.device
-) -> PreTrainedModel:
-    """Base (+ adapter) on ``device``, in eval mode, with no trainable parameter."""
-    if quantization == "nf4":
-        lm = load_causal_lm(
-            base_model, quantization="nf4", device_map={"": device} if device.type == "cuda" else None
-        )
-    else:
-        lm = load_causal_lm(base_model).to(device)
-    if adapter is not None:
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, adapter)
-    return lm.requires_grad_(False).eval()
 
 
 SPLIT_SETTINGS = ("sources", "template", "split_fractions", "split_seed", "max_persons")
@@ -180,50 +166,6 @@ def candidate_strings(
     return candidates
 
 
-def _pad(token_ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    length = max(map(len, token_ids))
-    ids = torch.full((len(token_ids), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), length), dtype=torch.long)
-    for i, tokens in enumerate(token_ids):
-        ids[i, : len(tokens)] = torch.as_tensor(tokens)
-        mask[i, : len(tokens)] = 1
-    return ids, mask
-
-
-@torch.no_grad()
-def hidden_features(
-    lm: PreTrainedModel,
-    token_ids: list[list[int]],
-    transitions: pd.DataFrame,
-    *,
-    layer: int,
-    batch_size: int,
-    pad_id: int,
-) -> Tensor:
-    """``[N, H]`` float32: the hidden state of ``layer`` at token ``tok_start - 1`` of each transition,
-    one forward per batch of right-padded resumes (sorted by length)."""
-    device = lm.get_input_embeddings().weight.device
-    resume = transitions["resume"].to_numpy()
-    position = torch.as_tensor(transitions["tok_start"].to_numpy(np.int64) - 1)
-    order = np.argsort([len(t) for t in token_ids], kind="stable")
-    features = torch.empty(len(transitions), lm.config.hidden_size)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = _pad([token_ids[k] for k in chunk], pad_id)
-        out = lm(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            output_hidden_states=True,
-            logits_to_keep=1,
-        )
-        hidden = out.hidden_states[layer].float().cpu()
-        slot = np.full(len(token_ids), -1)
-        slot[chunk] = np.arange(len(chunk))
-        rows = np.flatnonzero(slot[resume] >= 0)
-        features[rows] = hidden[slot[resume[rows]], position[rows]]
-    return features
-
-
 def closed_set_scores(
     scorer: ClosedSetScorer, token_ids: list[list[int]], transitions: pd.DataFrame
 ) -> Tensor:
@@ -233,17 +175,6 @@ def closed_set_scores(
         bounds = transitions["tok_start"].to_numpy()[rows]
         scores[rows] = scorer.score_resume(token_ids[resume], bounds.tolist()).clone()
     return scores
-
-
-def _save_atomic(tensor: Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(tensor, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- heads
@@ -278,6 +209,8 @@ class OccupationPredictor(L.LightningModule):
         optimizer: optimizer of the head's parameters (default: LBFGS for ``likelihood``, AdamW lr 1e-3 else).
         feature_cache_dir: feature cache (default ``backbone.cache_dir()/features``).
         score_chunk_size: trie tokens per scorer forward (``likelihood``).
+        feature_workers: single-thread processes that compute the hidden states over disjoint persons (CPU).
+        feature_shard_size: resumes per cached feature shard (the unit a stopped extraction resumes from).
         predictions_path: Parquet file ``predict`` writes (default under the trainer's log dir).
         top_k: write only the ``top_k`` most probable states of each transition instead of full vectors.
         name: model name stored in the predictions (default ``llm_<head>``).
@@ -296,6 +229,8 @@ class OccupationPredictor(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         feature_cache_dir: str | None = None,
         score_chunk_size: int = 256,
+        feature_workers: int = 1,
+        feature_shard_size: int = 64,
         predictions_path: str | None = None,
         top_k: int | None = None,
         name: str | None = None,
@@ -304,7 +239,15 @@ class OccupationPredictor(L.LightningModule):
         # What defines the head is saved (and restored from a checkpoint by the CLI); where to cache, write or
         # how fast to score are run settings a later predict may change.
         self.save_hyperparameters(
-            ignore=["optimizer", "feature_cache_dir", "score_chunk_size", "predictions_path", "top_k"]
+            ignore=[
+                "optimizer",
+                "feature_cache_dir",
+                "score_chunk_size",
+                "feature_workers",
+                "feature_shard_size",
+                "predictions_path",
+                "top_k",
+            ]
         )
         if head not in ("likelihood", "embedding", "two_stage"):
             raise ValueError(f"head must be likelihood, embedding or two_stage, not {head!r}")
@@ -315,6 +258,11 @@ class OccupationPredictor(L.LightningModule):
         self.optimizer, self.name = optimizer, name or f"llm_{head}"
         self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir else cache_dir() / "features"
         self.score_chunk_size, self.predictions_path, self.top_k = score_chunk_size, predictions_path, top_k
+        if feature_workers < 1 or feature_shard_size < 1:
+            raise ValueError(
+                f"feature_workers and feature_shard_size must be positive, got {feature_workers}, {feature_shard_size}"
+            )
+        self.feature_workers, self.feature_shard_size = feature_workers, feature_shard_size
         self.num_states = len(vocabulary())
         if head == "likelihood":
             self.log_temperature = nn.Parameter(torch.zeros(()))
@@ -326,6 +274,7 @@ class OccupationPredictor(L.LightningModule):
         # Kept outside the module tree: never trained or checkpointed, loaded only when features are missing.
         self._frozen: dict[str, PreTrainedModel | PreTrainedTokenizerBase] = {}
         self._features: dict[str, Tensor] = {}
+        self._targets: dict[str, Tensor] = {}
         self._collected: list[tuple[Tensor, Tensor]] = []  # (rows, log-probs) of the running test or predict
         self._val_nll: list[Tensor] = []
 
@@ -384,55 +333,90 @@ class OccupationPredictor(L.LightningModule):
 
     def features(self, split: str) -> Tensor:
         """``[N, F]`` features of every transition of ``split`` (CPU), from memory, disk or the LM."""
-        if split in self._features:
-            return self._features[split]
+        if split not in self._features:
+            with torch.inference_mode(False):  # validation runs in inference mode; fit may train on these
+                if self.head == "likelihood":
+                    self._features[split] = self._scores(split, self._data().transitions(split))
+                else:
+                    self._features[split], self._targets[split] = self._resume_pass(split)
+        return self._features[split]
+
+    def target_log_probs(self, split: str) -> Tensor:
+        """``[N]`` the LM's own log-probability of each realized target of ``split`` (embedding heads: from
+        the same pass as the hidden states), whose ``exp(-mean)`` bounds the T=1 likelihood head's perplexity."""
+        if self.head == "likelihood":
+            raise ValueError("target_log_probs comes with the hidden-state features of the embedding heads")
+        self.features(split)
+        return self._targets[split]
+
+    def likelihood_bound(self, split: str, sample_persons: int = 0, seed: int = 0) -> dict[str, float]:
+        """Upper bounds on the T=1 likelihood head's perplexities over ``split`` (:func:`~lit_career.models.features.likelihood_bound`)
+        and, on ``sample_persons`` persons drawn with ``seed``, the exact head: the closed-set mass ``Z`` of
+        every transition (``mean_log_z``; the exact perplexity is the bound times ``exp(mean_log_z)``)."""
+        table, target = self._data().transitions(split), self.target_log_probs(split)
+        states, prev = table["state"].to_numpy(np.int64), table["prev_state"].to_numpy(np.int64)
+        report: dict[str, float] = likelihood_bound(target, states, prev)
+        if sample_persons <= 0:
+            return report
+        persons = np.sort(table["person_id"].astype(str).unique())
+        chosen = np.random.default_rng(seed).choice(persons, min(sample_persons, len(persons)), replace=False)
+        rows = np.flatnonzero(table["person_id"].astype(str).isin(chosen).to_numpy())
+        scores = self._scores(split, table.iloc[rows].reset_index(drop=True))
+        log_z = scores.double().logsumexp(-1)
+        realized = scores.double().gather(1, torch.as_tensor(states[rows])[:, None]).squeeze(1)
+        bound = math.exp(-float(target[rows].double().mean()))
+        return report | {
+            "sample_persons": len(chosen),
+            "sample_transitions": len(rows),
+            "sample_mean_log_z": float(log_z.mean()),
+            "sample_min_log_z": float(log_z.min()),
+            "sample_ppl_exact": math.exp(-float((realized - log_z).mean())),
+            "sample_ppl_bound": bound,
+            "sample_max_abs_diff_target": float((realized - target[rows].double()).abs().max()),
+        }
+
+    def _scores(self, split: str, part: pd.DataFrame) -> Tensor:
+        """``[len(part), V]`` closed-set scores of the transitions ``part`` of ``split`` (cached)."""
+        data = self._data()
+        token_ids = data.token_ids(split)
+        candidates = candidate_strings(data.template, self.tokenizer, token_ids, part)
+        key = self._feature_key(token_ids, part, "\n".join(candidates))
+        path = self.feature_cache_dir / f"scores-{split}-{key}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        began = time.perf_counter()
+        scorer = ClosedSetScorer(self.lm, self.tokenizer, candidates, chunk_size=self.score_chunk_size)
+        scores = closed_set_scores(scorer, token_ids, part.reset_index(drop=True))
+        log.info(
+            "closed-set scores of %d sampled transitions in %.1f s", len(part), time.perf_counter() - began
+        )
+        save_atomic(scores, path)
+        return scores
+
+    def _feature_key(self, token_ids: list[list[int]], table: pd.DataFrame, detail: str) -> str:
+        lm = lm_identity(self.base_model, self.adapter, self.quantization)
+        parts = [FEATURE_VERSION, lm, data_fingerprint(token_ids, table), detail]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+    def _resume_pass(self, split: str) -> tuple[Tensor, Tensor]:
         data = self._data()
         table, token_ids = data.transitions(split), data.token_ids(split)
-        candidates = None
-        if self.head == "likelihood":
-            candidates = candidate_strings(data.template, self.tokenizer, token_ids, table)
-            kind, detail = "scores", "\n".join(candidates)
-        else:
-            kind, detail = "hidden", f"layer={self.layer}"
-        key = hashlib.sha256(
-            "|".join(
-                [
-                    FEATURE_VERSION,
-                    lm_identity(self.base_model, self.adapter, self.quantization),
-                    data_fingerprint(token_ids, table),
-                    detail,
-                ]
-            ).encode()
-        ).hexdigest()[:32]
-        path = self.feature_cache_dir / f"{kind}-{split}-{key}.pt"
-        with torch.inference_mode(False):  # validation runs in inference mode; fit may train on these
-            if path.is_file():
-                features = torch.load(path)
-            else:
-                features = self._compute(kind, table, token_ids, candidates)
-                _save_atomic(features, path)
-                log.info("cached %s features of %s at %s", kind, split, path)
-        self._features[split] = features
-        return features
-
-    def _compute(
-        self, kind: str, table: pd.DataFrame, token_ids: list[list[int]], candidates: list[str] | None
-    ) -> Tensor:
-        began = time.perf_counter()
-        if kind == "scores":
-            scorer = ClosedSetScorer(self.lm, self.tokenizer, candidates, chunk_size=self.score_chunk_size)
-            features = closed_set_scores(scorer, token_ids, table)
-        else:
-            features = hidden_features(
-                self.lm,
-                token_ids,
-                table,
-                layer=self.layer,
-                batch_size=self._data().batch_size,
-                pad_id=self.tokenizer.pad_token_id,
-            )
-        log.info("%s features of %d transitions in %.1f s", kind, len(table), time.perf_counter() - began)
-        return features
+        folder = (
+            self.feature_cache_dir
+            / f"hidden-{split}-{self._feature_key(token_ids, table, f'layer={self.layer}')}"
+        )
+        lm = FrozenLM(self.base_model, self.adapter, self.quantization)
+        return extract(
+            lm if self.feature_workers > 1 else self.lm,
+            token_ids,
+            table,
+            folder,
+            layer=self.layer,
+            batch_size=data.batch_size,
+            pad_id=self.tokenizer.pad_token_id,
+            workers=self.feature_workers,
+            shard_size=self.feature_shard_size,
+        )
 
     # ------------------------------------------------------------ steps
 
