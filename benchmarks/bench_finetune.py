@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from lit_career.benchmarks_io import write_section
-from lit_career.data.corpus import ResumeCorpus
-from lit_career.models.lm import CausalLMFineTuner, LoraSettings
+from lit_career.llm.corpus import ResumeCorpus
+from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
 
 LR = 1e-4
 

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 from lit_career.benchmarks_io import write_section
-from lit_career.data.corpus import CHUNK_BATCHES, BucketSampler, ResumeCorpus, padding_fraction
+from lit_career.llm.batching import CHUNK_BATCHES, BucketSampler, padding_fraction
+from lit_career.llm.corpus import ResumeCorpus
 
 BATCH_SIZES = (8, 16, 32)
 

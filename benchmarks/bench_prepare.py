@@ -6,9 +6,9 @@ Run: OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py
 import time
 
 from lit_career.benchmarks_io import write_section
-from lit_career.data.nlsy79 import load_nlsy79
-from lit_career.data.panel import assign_splits
-from lit_career.data.resume import render_panel
+from lit_career.panel.careers import assign_splits
+from lit_career.panel.nlsy79 import load_nlsy79
+from lit_career.text.resume import render_panel
 
 
 def main(repeats: int = 3) -> None:

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from lit_career.benchmarks_io import write_section
-from lit_career.models.backbone import load_causal_lm, load_tokenizer
-from lit_career.models.scoring import ClosedSetScorer
+from lit_career.llm.backbone import load_causal_lm, load_tokenizer
+from lit_career.llm.scoring import ClosedSetScorer
 
 SPECIAL = ["No job reported", "Unemployed", "Not in labor force", "In education", "Military service"]
 RESOURCES = files("lit_career") / "resources"

@@ -15,7 +15,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lit_career.benchmarks_io import write_section  # noqa: E402
-from lit_career.data.synthetic import World, WorldConfig, oracle_log_probs, switch_rates_by_age  # noqa: E402
+from lit_career.synthetic.oracle import oracle_log_probs  # noqa: E402
+from lit_career.synthetic.world import World, WorldConfig, switch_rates_by_age  # noqa: E402
 
 
 def timed(fn):

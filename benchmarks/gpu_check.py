@@ -125,7 +125,7 @@ def train_once(folder: Path, mode: str, seq: int, batch: int, steps: int, warmup
     from lightning.pytorch import Trainer
     from transformers import AutoConfig
 
-    from lit_career.models.lm import CausalLMFineTuner, LoraSettings
+    from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
 
     module = CausalLMFineTuner(
         base_model=str(folder), mode=mode, compute_dtype="bfloat16", gradient_checkpointing=True,
@@ -190,9 +190,9 @@ def stage_memory() -> dict:
 
 def nlsy79_resumes(tokenizer, n: int) -> list[tuple[list[int], list[int]]]:
     """Token ids and title boundaries of the first ``n`` NLSY79 resumes (tokenized whole)."""
-    from lit_career.data.corpus import token_spans
-    from lit_career.data.nlsy79 import load_nlsy79
-    from lit_career.data.resume import render_panel
+    from lit_career.panel.nlsy79 import load_nlsy79
+    from lit_career.text.resume import render_panel
+    from lit_career.text.tokenize import token_spans
 
     panel = load_nlsy79()
     panel = panel.subset(panel.persons.index[:n])
@@ -209,9 +209,9 @@ def nlsy79_resumes(tokenizer, n: int) -> list[tuple[list[int], list[int]]]:
 def stage_scorer() -> dict:
     from transformers import AutoModelForCausalLM
 
-    from lit_career.data.resume import ResumeTemplate
-    from lit_career.models.backbone import load_tokenizer
-    from lit_career.models.scoring import ClosedSetScorer
+    from lit_career.llm.backbone import load_tokenizer
+    from lit_career.llm.scoring import ClosedSetScorer
+    from lit_career.text.resume import ResumeTemplate
 
     folder = llama_1b_folder()
     tokenizer = load_tokenizer("tiny")  # ids < 2048 fit any vocabulary; the model's weights are random
@@ -267,7 +267,7 @@ def stage_scorer() -> dict:
 
 def occupation_ppl(module, corpus, resumes: int) -> tuple[float, int]:
     """exp mean NLL of the realized state over the closed set on the first validation resumes."""
-    from lit_career.models.scoring import ClosedSetScorer, normalize
+    from lit_career.llm.scoring import ClosedSetScorer, normalize
 
     candidates = [" " + t for t in corpus.template.targets()]
     scorer = ClosedSetScorer(module.model, corpus.tokenizer, candidates, chunk_size=4096 if DEVICE.type == "cuda" else 256)
@@ -285,8 +285,8 @@ def occupation_ppl(module, corpus, resumes: int) -> tuple[float, int]:
 def stage_finetune() -> dict:
     from lightning.pytorch import Trainer, seed_everything
 
-    from lit_career.data.corpus import ResumeCorpus
-    from lit_career.models.lm import CausalLMFineTuner, LoraSettings
+    from lit_career.llm.corpus import ResumeCorpus
+    from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
 
     parts = sorted(Path(os.environ.get("GPU_CHECK_PARTS", WORK / "parts")).glob("*.gguf.part*"))
     gguf = WORK / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_career.errors import InputError
-from lit_career.models import backbone
+from lit_career.llm import backbone
 
 TEXTS = [
     "Resume from the NLSY79 survey.\nA female worker, born 1960, white.\n1982: Secretaries\n1983: Cashiers\n"

@@ -2,17 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lit_career.data.panel import ColumnMap, make_panel
-from lit_career.data.sources import PanelSource
-from lit_career.data.taxonomy import vocabulary
-from lit_career.evaluation.predictions import Predictions, transition_table
-from lit_career.models.baselines import (
-    BagOfJobsBaseline,
-    LogitBaseline,
-    MarkovBaseline,
-    feature_table,
-    run_baseline,
-)
+from lit_career.baselines.features import feature_table
+from lit_career.baselines.markov import MarkovBaseline
+from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
+from lit_career.panel.careers import make_panel
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.transitions import transition_table
 
 V = len(vocabulary())
 
@@ -171,30 +167,3 @@ def test_trained_baselines_are_deterministic(make):
     a, b, c = (make(s).fit(train, valid).predict(test).log_probs for s in (0, 0, 1))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-
-
-def test_run_baseline_writes_valid_and_test_predictions(tmp_path):
-    rng = np.random.default_rng(0)
-    codes = vocabulary().codes[:20]
-    table = pd.DataFrame(
-        [
-            {
-                "person_id": f"p{i}",
-                "year": 2000 + t,
-                "occupation": int(rng.choice(codes)),
-                "education": "high_school",
-            }
-            for i in range(60)
-            for t in range(4)
-        ]
-    )
-    table.to_csv(tmp_path / "panel.csv", index=False)
-    source = PanelSource(
-        kind="table", path=str(tmp_path / "panel.csv"), columns=ColumnMap(education="education")
-    )
-    summary = run_baseline("markov2", source, tmp_path / "out", split_seed=3)
-    for split in ("valid", "test"):
-        pred = Predictions.read(tmp_path / "out" / f"predictions_{split}.parquet")
-        assert set(pred.table["split"]) == {split} and len(pred.table) == 6 * 4
-        pred.check_normalized()
-        assert summary[split]["ppl_all"] == pytest.approx(np.exp(mean_nll(pred)), rel=1e-4)

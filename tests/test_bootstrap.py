@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from lit_career.cli import main
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
 from lit_career.evaluation.compare import compare, paired_bootstrap
-from lit_career.evaluation.predictions import Predictions
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.taxonomy import vocabulary
 
 V = len(vocabulary())
 PERSONS, YEARS = 60, 5

@@ -1,25 +1,17 @@
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from lit_career.data.panel import CareerPanel, ColumnMap, assign_splits, make_panel
-from lit_career.data.sources import PanelSource
-from lit_career.data.synthetic import generate_population
-from lit_career.data.taxonomy import vocabulary
-from lit_career.evaluation.predictions import Predictions, transition_table
-from lit_career.models.career import (
-    SIZES,
-    CareerSequences,
-    CareerTransformer,
-    build_covariate_vocab,
-    predict_panel,
-    pretrain_then_finetune,
-    run_career,
-    two_stage_log_probs,
-)
+from lit_career.baselines.career import SIZES, CareerTransformer, predict_panel
+from lit_career.baselines.career_data import CareerSequences, build_covariate_vocab
+from lit_career.baselines.career_fit import pretrain_then_finetune
+from lit_career.panel.careers import CareerPanel, assign_splits, make_panel
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.transitions import transition_table
+from lit_career.synthetic.world import generate_population
+from lit_career.two_stage import two_stage_log_probs
 
 V = len(vocabulary())
 TINY = dict(SIZES["tiny"], dropout=0.0, max_len=16, lr=1e-2, warmup=50)
@@ -168,28 +160,6 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
     test = alternating_panel(50, seed=23)
     transferred = -predict_panel(fit.model, test).realized_log_prob().mean()
     assert transferred < -predict_panel(scratch.model, test).realized_log_prob().mean() - 1.0
-
-
-def test_run_career_writes_predictions_for_valid_and_test(tmp_path):
-    panel = alternating_panel(120, seed=30)
-    codes = vocabulary().codes
-    table = panel.records.assign(occupation=codes[panel.records["state"].to_numpy()])
-    table = table.join(panel.persons, on="person_id")
-    table.to_csv(tmp_path / "panel.csv", index=False)
-    source = PanelSource(
-        kind="table",
-        path=str(tmp_path / "panel.csv"),
-        columns=ColumnMap(education="education", birth_year="birth_year", sex="sex", race="race"),
-    )
-    summary = run_career(source, tmp_path / "run", size="tiny", max_epochs=2, batch_size=32, dropout=0.0)
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["ppl_all"] == summary["test"]["ppl_all"]
-    for name in ("valid", "test"):
-        predictions = Predictions.read(tmp_path / "run" / f"predictions_{name}.parquet")
-        predictions.check_normalized()
-        assert set(predictions.table["split"]) == {name}
-        assert summary[name]["n_transitions"] == len(predictions.table)
-        nll = -predictions.realized_log_prob().mean()
-        assert summary[name]["ppl_all"] == pytest.approx(np.exp(nll), rel=1e-4)
 
 
 @pytest.mark.slow

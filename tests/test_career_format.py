@@ -4,10 +4,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lit_career.data.career_format import read_career, write_career
-from lit_career.data.panel import make_panel
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
+from lit_career.panel.career_format import read_career, write_career
+from lit_career.panel.careers import make_panel
+from lit_career.panel.taxonomy import vocabulary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE = FIXTURES / "career_format_example"

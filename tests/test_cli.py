@@ -14,8 +14,9 @@ from lightning.pytorch.loggers import WandbLogger
 from peft import PeftModel
 from wandb_records import offline_runs
 
-from lit_career.cli import COMMANDS, DEMO_CONFIG, LitCareerCLI, main
-from lit_career.models.backbone import load_causal_lm
+from lit_career.cli import COMMANDS, DEMO_CONFIG, main
+from lit_career.llm.backbone import load_causal_lm
+from lit_career.runs.lightning_cli import LitCareerCLI
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

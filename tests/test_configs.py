@@ -10,8 +10,9 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lit_career import cli
-from lit_career.cli import COMMANDS, DEMO_CONFIG, DEMO_TINY_CONFIG, LitCareerCLI, default_configs
-from lit_career.sweep import load_spec, plan
+from lit_career.cli import COMMANDS, DEMO_CONFIG, DEMO_TINY_CONFIG, default_configs
+from lit_career.runs.lightning_cli import LitCareerCLI
+from lit_career.runs.sweep import load_spec, plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAGMENTS = {"model": ["model"], "data": ["data"], "trainer": ["trainer"], "logger": ["trainer", "logger"]}

@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from lit_career.data import corpus as corpus_module
-from lit_career.data import nlsy79
-from lit_career.data.corpus import BucketSampler, ResumeCorpus, padding_fraction
-from lit_career.data.panel import ColumnMap
-from lit_career.data.resume import ResumeTemplate, parse, render_panel
-from lit_career.data.sources import PanelSource
-from lit_career.data.taxonomy import vocabulary
-from lit_career.models.backbone import train_tiny_tokenizer
+from lit_career.llm.backbone import train_tiny_tokenizer
+from lit_career.llm.batching import BucketSampler, padding_fraction
+from lit_career.llm.corpus import ResumeCorpus
+from lit_career.panel import nlsy79
+from lit_career.panel.table import ColumnMap
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.sources import PanelSource
+from lit_career.text import tokenize as corpus_module
+from lit_career.text.resume import ResumeTemplate, parse, render_panel
 
 PERSONS = 200
 

@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from lit_career.cli import main
-from lit_career.data.sources import PanelSource
 from lit_career.errors import InputError
 from lit_career.evaluation.compare import compare
-from lit_career.evaluation.predictions import Predictions
-from lit_career.experiments import run_experiment
+from lit_career.panel.predictions import Predictions
+from lit_career.runs.row import run_experiment
+from lit_career.sources import PanelSource
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"

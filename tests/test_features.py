@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_predictor import dirs, make_data, make_model, planted_csv, trainer  # noqa: F401
 
-from lit_career.models.backbone import load_frozen_lm
-from lit_career.models.features import FrozenLM, extract, likelihood_bound, resume_pass
+from lit_career.llm.backbone import load_frozen_lm
+from lit_career.llm.features import FrozenLM, extract, likelihood_bound, resume_pass
 
 
 @pytest.fixture(scope="module")

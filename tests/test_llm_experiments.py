@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from lit_career.data.sources import PanelSource
 from lit_career.evaluation.compare import compare
-from lit_career.evaluation.predictions import Predictions
-from lit_career.experiments import run_experiment
-from lit_career.llm_experiments import _lm_parameters, run_llm_experiment
+from lit_career.panel.predictions import Predictions
+from lit_career.runs.lm_row import _lm_parameters, run_llm_experiment
+from lit_career.runs.row import run_experiment
+from lit_career.sources import PanelSource
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"

@@ -13,10 +13,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_career.data.corpus import ResumeCorpus
-from lit_career.models.backbone import load_causal_lm, load_tokenizer
-from lit_career.models.lm import CausalLMFineTuner, LoraSettings
-from lit_career.models.scoring import ClosedSetScorer
+from lit_career.llm.backbone import load_causal_lm, load_tokenizer
+from lit_career.llm.corpus import ResumeCorpus
+from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
+from lit_career.llm.scoring import ClosedSetScorer
 
 ADAMW = partial(torch.optim.AdamW, lr=1e-2)
 

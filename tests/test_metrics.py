@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import (
     evaluate_predictions,
     reliability_curve,
     subgroup_perplexity,
 )
-from lit_career.evaluation.predictions import Predictions
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.taxonomy import vocabulary
 
 V = len(vocabulary())
 NO_JOB = vocabulary().special("no_job")

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from lit_career.data.nlsy79 import bundled_path, education_from_grade, load_nlsy79
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
+from lit_career.panel.nlsy79 import bundled_path, education_from_grade, load_nlsy79
+from lit_career.panel.taxonomy import vocabulary
 
 
 @pytest.fixture(scope="module")

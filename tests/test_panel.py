@@ -3,9 +3,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lit_career.data.panel import ColumnMap, assign_splits, load_table
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
+from lit_career.panel.careers import assign_splits
+from lit_career.panel.table import ColumnMap, load_table
+from lit_career.panel.taxonomy import vocabulary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COLUMNS = ColumnMap(person_id="pid", year="yr", occupation="occ")

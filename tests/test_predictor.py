@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_career.data.panel import ColumnMap
-from lit_career.data.sources import PanelSource
-from lit_career.data.taxonomy import vocabulary
-from lit_career.data.transitions import TransitionData
 from lit_career.errors import InputError
-from lit_career.evaluation.predictions import Predictions
-from lit_career.models.backbone import load_causal_lm, train_tiny_tokenizer
-from lit_career.models.career import two_stage_log_probs
-from lit_career.models.predictor import OccupationPredictor
-from lit_career.models.scoring import ClosedSetScorer, normalize
+from lit_career.llm.backbone import load_causal_lm, train_tiny_tokenizer
+from lit_career.llm.head import OccupationHead
+from lit_career.llm.scoring import ClosedSetScorer, normalize
+from lit_career.llm.transition_data import TransitionData
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.table import ColumnMap
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.sources import PanelSource
+from lit_career.two_stage import two_stage_log_probs
 
 REPO = Path(__file__).resolve().parent.parent
 STATES = np.arange(0, 160, 20)  # eight occupations; the planted rule moves each to the next, cyclically
@@ -56,8 +56,8 @@ def make_data(planted_csv, dirs, **kwargs) -> TransitionData:
     return TransitionData(sources=[source], **kwargs)
 
 
-def make_model(dirs, **kwargs) -> OccupationPredictor:
-    return OccupationPredictor(**{"base_model": "tiny", "feature_cache_dir": str(dirs["features"]), **kwargs})
+def make_model(dirs, **kwargs) -> OccupationHead:
+    return OccupationHead(**{"base_model": "tiny", "feature_cache_dir": str(dirs["features"]), **kwargs})
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -170,7 +170,7 @@ def test_likelihood_head_is_the_renormalized_scorer_and_fitting_the_temperature_
 
 
 def test_temperature_fitting_recovers_the_temperature_of_the_data():
-    model = OccupationPredictor(head="likelihood", base_model="tiny")
+    model = OccupationHead(head="likelihood", base_model="tiny")
     generator = torch.Generator().manual_seed(0)
     scores = 3 * torch.randn(4000, V, generator=generator)
     states = torch.multinomial((scores / 2).softmax(-1), 1, generator=generator).squeeze(1)
@@ -208,8 +208,8 @@ def test_features_are_cached_on_disk_and_reused_without_loading_the_lm(planted_c
 @pytest.fixture(scope="module")
 def adapter(planted_csv, dirs, tmp_path_factory) -> Path:
     """A LoRA adapter from a few fine-tuning steps on the planted corpus (exported with its tokenizer)."""
-    from lit_career.data.corpus import ResumeCorpus
-    from lit_career.models.lm import CausalLMFineTuner
+    from lit_career.llm.corpus import ResumeCorpus
+    from lit_career.llm.lm import CausalLMFineTuner
 
     folder = tmp_path_factory.mktemp("run") / "adapter"
     source = PanelSource(
@@ -225,7 +225,7 @@ def test_adapter_features_are_those_of_the_base_with_the_adapter(planted_csv, di
     from peft import PeftModel
 
     data = make_data(planted_csv, dirs, max_persons=40)
-    tuned = OccupationPredictor(
+    tuned = OccupationHead(
         head="embedding", adapter=str(adapter), feature_cache_dir=str(dirs["features"])
     )
     assert tuned.base_model == "tiny"  # read from the fine-tuning run's hparams
@@ -275,10 +275,10 @@ def test_data_tokenized_with_another_tokenizer_is_an_input_error(planted_csv, di
 
 @pytest.mark.parametrize("name", ["embedding", "two_stage", "likelihood"])
 def test_configs_instantiate(name):
-    from lit_career.cli import LitCareerCLI
+    from lit_career.runs.lightning_cli import LitCareerCLI
 
     cli = LitCareerCLI(["--config", str(REPO / "configs" / "predictor" / f"{name}.yaml")], run=False)
-    assert isinstance(cli.model, OccupationPredictor) and cli.model.head == name
+    assert isinstance(cli.model, OccupationHead) and cli.model.head == name
     assert (
         isinstance(cli.datamodule, TransitionData) and cli.datamodule.tokenizer_source == cli.model.base_model
     )

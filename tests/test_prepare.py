@@ -3,9 +3,9 @@ import sys
 
 import pandas as pd
 
-from lit_career.data.panel import ColumnMap
-from lit_career.data.prepare import prepare
-from lit_career.data.sources import PanelSource
+from lit_career.panel.table import ColumnMap
+from lit_career.runs.prepare import prepare
+from lit_career.sources import PanelSource
 
 COLUMNS = ColumnMap(person_id="pid", year="yr", occupation="occ")
 

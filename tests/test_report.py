@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
-from lit_career.evaluation.predictions import Predictions
 from lit_career.evaluation.report import comparison_table, evaluate_command, write_table
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.taxonomy import vocabulary
 
 V = len(vocabulary())
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -3,10 +3,10 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lit_career.data.nlsy79 import load_nlsy79
-from lit_career.data.panel import EDUCATION_LEVELS, assign_splits
-from lit_career.data.resume import ResumeTemplate, parse, render, render_panel
-from lit_career.data.taxonomy import vocabulary
+from lit_career.panel.careers import EDUCATION_LEVELS, assign_splits
+from lit_career.panel.nlsy79 import load_nlsy79
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.text.resume import ResumeTemplate, parse, render, render_panel
 
 V = len(vocabulary())
 word = st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu")), min_size=1, max_size=8)

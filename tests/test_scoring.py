@@ -15,7 +15,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lit_career.models.scoring import ClosedSetScorer, normalize
+from lit_career.llm.scoring import ClosedSetScorer, normalize
 
 TITLES_CSV = "lit_career/resources/occupations/occ1990dd_titles.csv"
 SPECIAL = ["No job reported", "Unemployed", "Not in labor force", "In education", "Military service"]

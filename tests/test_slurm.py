@@ -17,8 +17,8 @@ import yaml
 from safetensors.torch import load_file
 from wandb_records import offline_runs
 
-from lit_career.models.backbone import tiny_folder
-from lit_career.sweep import sweep
+from lit_career.llm.backbone import tiny_folder
+from lit_career.runs.sweep import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm" / "local_cluster.sh"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_career.cli import LitCareerCLI, main
+from lit_career.cli import main
 from lit_career.errors import InputError
-from lit_career.sweep import expand, load_spec, plan, sbatch_command, sweep, write_manifest
+from lit_career.runs.lightning_cli import LitCareerCLI
+from lit_career.runs.sweep import expand, load_spec, plan, sbatch_command, sweep, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "experiments" / "lora_tiny_cpu.yaml"

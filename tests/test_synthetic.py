@@ -7,22 +7,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lit_career.data.career_format import read_career
-from lit_career.data.panel import EDUCATION_LEVELS
-from lit_career.data.synthetic import (
+from lit_career.errors import InputError
+from lit_career.panel.career_format import read_career
+from lit_career.panel.careers import EDUCATION_LEVELS
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.synthetic.command import synth_command
+from lit_career.synthetic.oracle import oracle_log_probs
+from lit_career.synthetic.world import (
     NLSY79_SWITCH_BY_AGE,
     World,
     WorldConfig,
     generate_population,
     load_world_config,
-    oracle_log_probs,
     switch_rates_by_age,
     switch_targets,
-    synth_command,
     world_of,
 )
-from lit_career.data.taxonomy import vocabulary
-from lit_career.errors import InputError
 
 FACTS = Path("/work/shared/data/facts/nlsy79_cpsocc_annual_switch_rates_by_age.csv")
 REPO = Path(__file__).resolve().parent.parent

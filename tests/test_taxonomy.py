@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from lit_career.data.taxonomy import SPECIAL_CODES, crosswalk, map_codes, vocabulary
 from lit_career.errors import InputError
+from lit_career.panel.taxonomy import SPECIAL_CODES, crosswalk, map_codes, vocabulary
 
 
 def test_vocabulary_has_all_occ1990dd_codes_and_special_states():

@@ -8,8 +8,8 @@ import wandb
 from test_report import write_predictions
 from wandb_records import offline_runs
 
-from lit_career.cli import LitCareerCLI
 from lit_career.evaluation.report import evaluate_command
+from lit_career.runs.lightning_cli import LitCareerCLI
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "lora_tiny_cpu.yaml"
 

@@ -1,1 +1,1 @@
-"""Evaluation: per-transition distributions, metrics, reports."""
+"""Evaluation: metrics, reports and comparisons of Predictions."""

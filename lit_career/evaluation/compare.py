@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions, select_split
-from lit_career.evaluation.predictions import Predictions
 from lit_career.evaluation.report import comparison_table, log_to_wandb, save_figure, write_table
+from lit_career.panel.predictions import Predictions
 
 TRANSITION_KEY = ["person_id", "year", "state"]
 RUN_INFO = ("parameters", "epochs", "fit_seconds")

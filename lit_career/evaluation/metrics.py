@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
-from lit_career.data.panel import EDUCATION_LEVELS
-from lit_career.data.taxonomy import vocabulary
 from lit_career.errors import InputError
-from lit_career.evaluation.predictions import Predictions
+from lit_career.panel.careers import EDUCATION_LEVELS
+from lit_career.panel.predictions import Predictions
+from lit_career.panel.taxonomy import vocabulary
 
 # Subgroup variable -> the table column it is derived from.
 SUBGROUPS = {"sex": "sex", "race": "race", "cohort": "birth_year", "education": "education"}

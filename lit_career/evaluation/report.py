@@ -1,7 +1,7 @@
 """Evaluation report: one table row per model, Markdown/CSV files, PNG plots and optional W&B logging.
 
 ``python -m lit_career evaluate`` runs :func:`evaluate_command` on prediction Parquet files written by
-``predict`` (see :mod:`lit_career.evaluation.predictions`); every file is scored by
+``predict`` (see :mod:`lit_career.panel.predictions`); every file is scored by
 :mod:`lit_career.evaluation.metrics`. Plots use matplotlib's object API (``Figure``, rendered by Agg),
 so no GUI backend or pyplot state is involved.
 """
@@ -24,7 +24,7 @@ from lit_career.evaluation.metrics import (
     reliability_curve,
     subgroup_perplexity,
 )
-from lit_career.evaluation.predictions import Predictions
+from lit_career.panel.predictions import Predictions
 
 # Headline metrics first; any other metric follows in the order the rows give it.
 COLUMN_ORDER = (

@@ -1,0 +1,1 @@
+"""Baselines that emit Predictions: Markov, logit, bag-of-jobs, CAREER."""

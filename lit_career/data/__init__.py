@@ -1,1 +1,0 @@
-"""Data layer: taxonomy, panels, resume texts, corpora."""

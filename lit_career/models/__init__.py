@@ -1,1 +1,0 @@
-"""Models: base LMs, fine-tuning, scoring heads and baselines."""

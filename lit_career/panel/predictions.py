@@ -1,0 +1,70 @@
+"""Per-transition distributions: the one interface between every model and the evaluation.
+
+A :class:`Predictions` holds, for each transition (person, year), the realized state and the model's
+log-probability vector over the closed vocabulary, plus the covariates the evaluation slices by.
+Markov, logit, CAREER, the LLM heads and the synthetic oracle all emit this; ``metrics`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lit_career.panel.transitions import KEY_COLUMNS
+
+
+@dataclass
+class Predictions:
+    """``table`` has one row per transition (columns :data:`KEY_COLUMNS` + covariates);
+    ``log_probs[i]`` is the log distribution over the vocabulary for row ``i`` (rows sum to 1 in prob)."""
+
+    table: pd.DataFrame
+    log_probs: np.ndarray
+    model: str = "model"
+
+    def __post_init__(self) -> None:
+        if len(self.table) != len(self.log_probs):
+            raise ValueError(f"{len(self.table)} transitions but {len(self.log_probs)} distributions")
+        missing = [c for c in KEY_COLUMNS if c not in self.table]
+        if missing:
+            raise ValueError(f"predictions table lacks columns {missing}")
+
+    def check_normalized(self, atol: float = 1e-4) -> None:
+        """Raise if a row's probabilities do not sum to 1 within ``atol``."""
+        total = np.exp(self.log_probs.astype(np.float64)).sum(axis=1)
+        bad = np.flatnonzero(np.abs(total - 1) > atol)
+        if len(bad):
+            raise ValueError(f"{self.model}: {len(bad)} distribution(s) do not sum to 1, e.g. row {bad[0]} sums to {total[bad[0]]:.6f}")
+
+    def realized_log_prob(self) -> np.ndarray:
+        return self.log_probs[np.arange(len(self.table)), self.table["state"].to_numpy()]
+
+    def write(self, path: str | Path, top_k: int | None = None) -> None:
+        """Write as Parquet: the table plus ``log_probs`` (full vector) or ``top_states``/``top_log_probs``."""
+        table = pa.Table.from_pandas(self.table.reset_index(drop=True), preserve_index=False)
+        lp = self.log_probs.astype(np.float32)
+        if top_k is None:
+            table = table.append_column("log_probs", pa.FixedSizeListArray.from_arrays(lp.ravel(), lp.shape[1]))
+        else:
+            top = np.argsort(-lp, axis=1)[:, :top_k]
+            for name, values in (("top_states", top.astype(np.int16)), ("top_log_probs", np.take_along_axis(lp, top, 1))):
+                table = table.append_column(name, pa.FixedSizeListArray.from_arrays(values.ravel(), top_k))
+        table = table.replace_schema_metadata({b"model": self.model.encode()})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Predictions:
+        """Read predictions written with the full vector."""
+        table = pq.read_table(path)
+        if "log_probs" not in table.column_names:
+            raise ValueError(f"{path}: written with top_k; the full distribution is needed for evaluation")
+        column = table.column("log_probs").combine_chunks()
+        log_probs = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        model = (table.schema.metadata or {}).get(b"model", b"model").decode()
+        return cls(table.drop(["log_probs"]).to_pandas(), log_probs, model)

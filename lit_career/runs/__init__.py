@@ -1,0 +1,1 @@
+"""Runs: the typed row spec and record, the one row runner, prepare, sweep, preemption."""

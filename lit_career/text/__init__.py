@@ -1,0 +1,1 @@
+"""Resume texts: rendering with exact spans, tokenization, content-keyed caches."""
