@@ -18,13 +18,12 @@ from lit_career.errors import InputError
 from lit_career.runs.lightning_cli import PROG, LitCareerCLI
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEMO_CONFIG, DEMO_TINY_CONFIG = CONFIGS / "demo.yaml", CONFIGS / "demo_tiny.yaml"
+DEMO_CONFIG, DEMO_TINY_CONFIG = CONFIGS / "fit" / "demo.yaml", CONFIGS / "fit" / "demo_tiny.yaml"
 COMMANDS: dict[str, str] = {
     "prepare": "lit_career.runs.prepare:prepare",
     "synth": "lit_career.synthetic.command:synth_command",
     "sweep": "lit_career.runs.sweep:sweep",
-    "baseline": "lit_career.runs.row:run_experiment",
-    "llm": "lit_career.runs.lm_row:run_llm_experiment",
+    "row": "lit_career.runs.row:row",
     "evaluate": "lit_career.evaluation.report:evaluate_command",
     "compare": "lit_career.evaluation.compare:compare",
 }
@@ -54,8 +53,8 @@ def smollm2_installed() -> bool:
 
 
 def default_configs(args: Sequence[str]) -> list[Path]:
-    """The demo config when ``args`` name no config file: ``configs/demo.yaml`` (SmolLM2-135M), or
-    ``configs/demo_tiny.yaml`` (the tiny Llama) without the SmolLM2 wheel; none outside a source checkout."""
+    """The demo config when ``args`` name no config file: ``configs/fit/demo.yaml`` (SmolLM2-135M), or
+    ``configs/fit/demo_tiny.yaml`` (the tiny Llama) without the SmolLM2 wheel; none outside a source checkout."""
     if any(a in ("-c", "--config") or a.startswith("--config=") for a in args) or not DEMO_CONFIG.is_file():
         return []
     return [DEMO_CONFIG if smollm2_installed() else DEMO_TINY_CONFIG]

@@ -18,7 +18,7 @@ from lit_career.cli import COMMANDS, DEMO_CONFIG, main
 from lit_career.llm.backbone import load_causal_lm
 from lit_career.runs.lightning_cli import LitCareerCLI
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "fit" / "lm"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHORT = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1"]
 

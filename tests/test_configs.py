@@ -1,31 +1,26 @@
 """Every YAML under configs/ parses with the parser that reads it, and says what the parser understood."""
 
 import importlib
-from fnmatch import fnmatch
+import json
+from dataclasses import asdict
 from functools import reduce
 from pathlib import Path
 
 import pytest
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from lit_career import cli
 from lit_career.cli import COMMANDS, DEMO_CONFIG, DEMO_TINY_CONFIG, default_configs
 from lit_career.runs.lightning_cli import LitCareerCLI
+from lit_career.runs.spec import load_plan, load_row
 from lit_career.runs.sweep import load_spec, plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAGMENTS = {"model": ["model"], "data": ["data"], "trainer": ["trainer"], "logger": ["trainer", "logger"]}
-"""Folder of single-concern configs → where they sit in a fit config (given as ``--<dotted path> FILE``)."""
-RUNS = {"experiments", "predictor"}
-"""Folders of whole fit configs (``--config FILE``), besides configs/*.yaml."""
-FUNCTIONS = {
-    "synthetic/*.yaml": ("synth", "config"),
-    "experiments/baseline_*.yaml": ("baseline", None),
-    "experiments/llm_*.yaml": ("llm", None),
-}
-"""Configs read by a function subcommand: path pattern → (subcommand, parameter given the file, or None
-when the file holds all the function's arguments)."""
+"""Folders of configs/fit/ with single-concern configs → where they sit in a fit config (``--<dotted path> FILE``)."""
+WHOLE_FIT = {"fit", "fit/lm", "fit/head"}
+"""Folders of whole fit configs (``--config FILE``)."""
 
 
 def all_configs() -> list[Path]:
@@ -54,29 +49,37 @@ def assert_contains(printed, written, where: str) -> None:
         assert printed == written or printed == type(printed)(written), f"{where}: {printed!r} != {written!r}"
 
 
-def parse_function_config(path: Path, subcommand: str, parameter: str | None, written: dict) -> None:
+def parse_function_config(path: Path, subcommand: str, parameter: str, written: dict) -> None:
     module, function = COMMANDS[subcommand].split(":")
     parser = ArgumentParser(exit_on_error=False)
-    if parameter is None:
-        parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(getattr(importlib.import_module(module), function))
-    given = [parameter] if parameter else list(written)
-    required = [f"--{a.dest}=x" for a in parser._actions if a.required and a.dest not in given]
+    required = [f"--{a.dest}=x" for a in parser._actions if a.required and a.dest != parameter]
     parsed = yaml.safe_load(
-        parser.dump(parser.parse_args(["--config", str(path), *required]), skip_none=False)
+        parser.dump(parser.parse_args([f"--{parameter}", str(path), *required]), skip_none=False)
     )
-    assert_contains(parsed[parameter] if parameter else parsed, written, parameter or "")
+    assert_contains(parsed[parameter], written, parameter)
+
+
+def parse_row(path: Path, written: dict) -> None:
+    spec = load_row(path)
+    assert_contains(json.loads(json.dumps(asdict(spec), default=str)), written, "")
+    assert spec.out_dir == Path("outputs/experiments") / spec.dataset / spec.name == Path(
+        "outputs/experiments", *path.relative_to(CONFIGS / "rows").with_suffix("").parts
+    )
 
 
 @pytest.mark.parametrize("path", all_configs(), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_parses(path, capsys, monkeypatch):
     written = yaml.safe_load(path.read_text())
     relative = str(path.relative_to(CONFIGS))
-    folder = path.parent.relative_to(CONFIGS).parts[0] if path.parent != CONFIGS else None
-    function = next((v for pattern, v in FUNCTIONS.items() if fnmatch(relative, pattern)), None)
-    if function is not None:
-        parse_function_config(path, *function, written)
-    elif folder is None or folder in RUNS:
+    folder = str(path.parent.relative_to(CONFIGS))
+    if folder == "synth":
+        parse_function_config(path, "synth", "config", written)
+    elif folder == "rows/plans":
+        assert load_plan(path) and set(written) == {"rows"}
+    elif folder.startswith("rows/"):
+        parse_row(path, written)
+    elif folder in WHOLE_FIT:
         assert_contains(print_config(["fit", "--config", str(path), "--print_config"], capsys), written, "")
     elif folder == "sweeps":  # each run's fit arguments parse and carry the run's overrides
         monkeypatch.chdir(CONFIGS.parent)  # a sweep file's paths are relative to where `sweep` runs
@@ -84,8 +87,8 @@ def test_config_parses(path, capsys, monkeypatch):
             printed = print_config(["fit", *run.args, "--print_config"], capsys)
             for key, value in run.overrides.items():
                 assert_contains(reduce(lambda node, part: node[part], key.split("."), printed), value, key)
-    elif folder in FRAGMENTS:
-        keys = FRAGMENTS[folder]
+    elif folder.startswith("fit/") and folder[4:] in FRAGMENTS:
+        keys = FRAGMENTS[folder[4:]]
         args = ["fit", "--config", str(DEMO_CONFIG), f"--{'.'.join(keys)}", str(path), "--print_config"]
         printed = print_config(args, capsys)
         for key in keys:

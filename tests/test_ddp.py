@@ -12,7 +12,7 @@ import pytest
 import torch
 
 TESTS = Path(__file__).resolve().parent
-TINY = TESTS.parent / "configs" / "experiments" / "lora_tiny_cpu.yaml"
+TINY = TESTS.parent / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The non-LLM experiment runner (``baseline``) and ``compare``: configs, same transitions, one table."""
+"""The row runner on non-LM rows, and ``compare``: row files, plans, same transitions, one table."""
 
 import json
 from pathlib import Path
@@ -12,39 +12,32 @@ from lit_career.cli import main
 from lit_career.errors import InputError
 from lit_career.evaluation.compare import compare
 from lit_career.panel.predictions import Predictions
-from lit_career.runs.row import run_experiment
+from lit_career.runs.row import run_row
+from lit_career.runs.spec import CareerArgs, RowSpec, load_plan, load_row
 from lit_career.sources import PanelSource
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "configs" / "experiments"
-BASELINE_CONFIGS = sorted(EXPERIMENTS.glob("baseline_*.yaml"))
+ROWS = ROOT / "configs" / "rows"
+BASELINE_CONFIGS = sorted(p for p in ROWS.glob("*/*.yaml") if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] != "lm")
 MODELS = ("oracle", "markov1", "markov2", "logit", "bag_of_jobs", "career", "career_pretrained")
 SURVEY = PanelSource(kind="synthetic", population="survey", persons=200, seed=0)
 RESUMES = PanelSource(kind="synthetic", population="resume", persons=300, seed=0)
 TINY_CAREER = dict(size="tiny", max_epochs=1, pretrain_max_epochs=1, batch_size=32, accelerator="cpu")
 
 
-@pytest.mark.parametrize("path", BASELINE_CONFIGS, ids=lambda p: p.name)
-def test_experiment_config_parses_without_dropping_values(path, capsys):
-    with pytest.raises(SystemExit) as done:
-        main(["baseline", "--config", str(path), "--print_config"])
-    assert done.value.code == 0
-    printed, written = yaml.safe_load(capsys.readouterr().out), yaml.safe_load(path.read_text())
-    for key, value in written.items():
-        if isinstance(value, dict):
-            assert {k: printed[key][k] for k in value} == value, key
-        else:
-            assert printed[key] == value, key
-    assert printed["out_dir"].startswith("outputs/experiments/")
+def run_experiment(model, source, out_dir, pretrain_source=None, split_seed=0, **career):
+    """Run ``model`` on ``source`` into ``out_dir`` (a row named after its folder)."""
+    out_dir = Path(out_dir)
+    career = CareerArgs(pretrain_source=pretrain_source, **career)
+    spec = RowSpec(name=out_dir.name, dataset=out_dir.parent.name, model=model, source=source or PanelSource(),
+                   split_seed=split_seed, career=career, root=out_dir.parent.parent)
+    return run_row(spec)
 
 
-def test_run_list_names_every_experiment_config_once():
-    listed = (EXPERIMENTS / "baselines.txt").read_text().split()
-    assert sorted(ROOT / p for p in listed) == BASELINE_CONFIGS
-    models = {yaml.safe_load(p.read_text())["model"] for p in BASELINE_CONFIGS}
-    assert models == set(MODELS)
-    out_dirs = [yaml.safe_load(p.read_text())["out_dir"] for p in BASELINE_CONFIGS]
-    assert len(set(out_dirs)) == len(out_dirs)
+def test_baseline_plan_names_every_non_lm_row_once():
+    listed = load_plan(ROWS / "plans" / "baselines.yaml")
+    assert sorted(listed) == BASELINE_CONFIGS
+    assert {load_row(p).model for p in BASELINE_CONFIGS} == set(MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +47,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     for model in MODELS:
         pretrain = RESUMES if model == "career_pretrained" else None
         career = TINY_CAREER if model.startswith("career") else {}
-        run_experiment(model, SURVEY, root / model, pretrain_source=pretrain, **career)
-    return {model: root / model for model in MODELS}
+        run_experiment(model, SURVEY, root / "synthetic" / model, pretrain_source=pretrain, **career)
+    return {model: root / "synthetic" / model for model in MODELS}
 
 
 def test_every_model_scores_the_same_transitions_of_each_split(runs):
@@ -117,7 +110,7 @@ def test_oracle_beats_markov_on_synthetic_data(runs, tmp_path):
 
 
 def test_compare_names_the_run_scored_on_other_transitions(runs, tmp_path):
-    other = tmp_path / "markov1_seed1"
+    other = tmp_path / "d" / "markov1_seed1"
     run_experiment("markov1", SURVEY, other, split_seed=1)
     with pytest.raises(InputError, match="markov1_seed1.*other transitions"):
         compare([runs["markov1"], other], tmp_path / "cmp")
@@ -145,14 +138,16 @@ def test_compare_rejects_missing_runs(tmp_path):
 )
 def test_models_refuse_sources_they_cannot_use(model, source, pretrain, tmp_path):
     with pytest.raises(InputError):
-        run_experiment(model, source, tmp_path, pretrain_source=pretrain)
+        run_experiment(model, source, tmp_path / "d" / model, pretrain_source=pretrain)
 
 
 def test_nlsy79_config_runs_on_a_subsample_from_the_command_line(tmp_path):
-    config = EXPERIMENTS / "baseline_markov2_nlsy79.yaml"
-    main(["baseline", "--config", str(config), "--out_dir", str(tmp_path), "--max_persons", "60"])
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["model"] == "markov2" and metrics["train_persons"] == 48
-    test = Predictions.read(tmp_path / "predictions_test.parquet")
+    config = ROWS / "nlsy79" / "markov2.yaml"
+    small = tmp_path / "markov2.yaml"
+    small.write_text(config.read_text() + "max_persons: 60\n")
+    main(["row", "--spec", str(small), "--root", str(tmp_path)])
+    metrics = json.loads((tmp_path / "nlsy79" / "markov2" / "metrics.json").read_text())
+    assert metrics["model"] == "markov2" and metrics["train_persons"] == 48 and metrics["version"] == 1
+    test = Predictions.read(tmp_path / "nlsy79" / "markov2" / "predictions_test.parquet")
     assert test.table["person_id"].nunique() == 6
     assert np.isfinite(metrics["test"]["ppl_all"])

@@ -277,7 +277,7 @@ def test_data_tokenized_with_another_tokenizer_is_an_input_error(planted_csv, di
 def test_configs_instantiate(name):
     from lit_career.runs.lightning_cli import LitCareerCLI
 
-    cli = LitCareerCLI(["--config", str(REPO / "configs" / "predictor" / f"{name}.yaml")], run=False)
+    cli = LitCareerCLI(["--config", str(REPO / "configs" / "fit" / "head" / f"{name}.yaml")], run=False)
     assert isinstance(cli.model, OccupationHead) and cli.model.head == name
     assert (
         isinstance(cli.datamodule, TransitionData) and cli.datamodule.tokenizer_source == cli.model.base_model
@@ -288,11 +288,12 @@ def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path, mon
     from lit_career.cli import main
 
     monkeypatch.chdir(tmp_path)  # the config's relative run paths land here
-    config = ["--config", str(REPO / "configs" / "predictor" / "embedding.yaml")]
+    config = ["--config", str(REPO / "configs" / "fit" / "head" / "embedding.yaml")]
     overrides = [
         "--trainer.logger=false",
         "--trainer.max_epochs=2",
         "--data.init_args.max_persons=40",
+        "--data.init_args.max_length=512",
         f"--model.init_args.adapter={adapter}",
     ]
     main(["fit", *config, *overrides])

@@ -23,7 +23,7 @@ from lit_career.runs.sweep import sweep
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm" / "local_cluster.sh"
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue", "scancel")
-TINY = REPO / "configs" / "experiments" / "lora_tiny_cpu.yaml"
+TINY = REPO / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
 # one CPU per job (two jobs at once on two cores), no GPU
 RESOURCES = {"gres": "none", "cpus-per-task": "1", "mem": "3G", "time": "00:05:00"}
 # 20 persons, 16 of them in train: one batch per epoch, so every step ends an epoch and the tiny

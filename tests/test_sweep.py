@@ -16,7 +16,7 @@ from lit_career.runs.lightning_cli import LitCareerCLI
 from lit_career.runs.sweep import expand, load_spec, plan, sbatch_command, sweep, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / "configs" / "experiments" / "lora_tiny_cpu.yaml"
+TINY = REPO / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
 
 
 def write_spec(folder: Path, **fields) -> Path:
@@ -47,9 +47,9 @@ def test_grid_is_every_combination_after_the_common_overrides(tmp_path):
 
 def test_runs_list_or_a_single_run(tmp_path):
     listed = load_spec(
-        write_spec(tmp_path, runs=[{"seed_everything": 1}, {"model": "configs/model/qlora_tiny.yaml"}])
+        write_spec(tmp_path, runs=[{"seed_everything": 1}, {"model": "configs/fit/model/qlora_tiny.yaml"}])
     )
-    assert expand(listed) == [{"seed_everything": 1}, {"model": "configs/model/qlora_tiny.yaml"}]
+    assert expand(listed) == [{"seed_everything": 1}, {"model": "configs/fit/model/qlora_tiny.yaml"}]
     assert expand(load_spec(write_spec(tmp_path))) == [{}]
 
 

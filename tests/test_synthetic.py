@@ -236,7 +236,7 @@ def test_synth_command_writes_reloadable_populations(tmp_path, capsys):
 
 
 def test_default_yaml_is_the_default_config_and_bad_yaml_is_an_input_error(tmp_path):
-    assert load_world_config(REPO / "configs" / "synthetic" / "default.yaml") == WorldConfig()
+    assert load_world_config(REPO / "configs" / "synth" / "default.yaml") == WorldConfig()
     bad = tmp_path / "bad.yaml"
     bad.write_text("mobility: sometimes\n")
     with pytest.raises(InputError, match="bad.yaml"):

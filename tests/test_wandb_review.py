@@ -11,7 +11,7 @@ from wandb_records import offline_runs
 from lit_career.evaluation.report import evaluate_command
 from lit_career.runs.lightning_cli import LitCareerCLI
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "lora_tiny_cpu.yaml"
+TINY = Path(__file__).resolve().parents[1] / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
 
 
 def test_fit_run_holds_metrics_config_and_adapter(tmp_path, monkeypatch):

@@ -17,10 +17,13 @@ from lit_career.panel.careers import CareerPanel, assign_splits
 
 @dataclass
 class CareerFit:
-    """The fine-tuned model (best validation checkpoint) and the pretrained one it started from, if any."""
+    """The fine-tuned model (best validation checkpoint) and the pretrained one it started from, if any,
+    with the epochs each training ran."""
 
     model: CareerTransformer
     pretrained: CareerTransformer | None
+    epochs: int
+    pretrain_epochs: int | None = None
 
 
 def fit_career(
@@ -35,8 +38,9 @@ def fit_career(
     seed: int = 0,
     accelerator: str = "auto",
     progress: bool = False,
-) -> CareerTransformer:
-    """Train with early stopping on validation NLL; return the best checkpoint's model (checkpoints and CSV logs in ``out_dir``)."""
+) -> tuple[CareerTransformer, int]:
+    """Train with early stopping on validation NLL; return the best checkpoint's model and the epochs run
+    (checkpoints and CSV logs in ``out_dir``)."""
     L.seed_everything(seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/nll", mode="min")
     trainer = L.Trainer(
@@ -53,7 +57,8 @@ def fit_career(
     )
     data = CareerDataModule(train, valid, model.hparams.covariate_vocab, batch_size, model.hparams.max_len, seed)
     trainer.fit(model, datamodule=data)
-    return CareerTransformer.load_from_checkpoint(checkpoint.best_model_path, map_location=model.device)
+    best = CareerTransformer.load_from_checkpoint(checkpoint.best_model_path, map_location=model.device)
+    return best, trainer.current_epoch
 
 
 def held_out(panel: CareerPanel, seed: int = 0) -> tuple[CareerPanel, CareerPanel]:
@@ -91,12 +96,16 @@ def pretrain_then_finetune(
     vocab = build_covariate_vocab([p for p in (pre_train, finetune_train) if p is not None], covariates)
     L.seed_everything(seed, verbose=False)
     model = CareerTransformer(vocab, **{**SIZES[size], **model_args})
-    pretrained = None
+    pretrained, pretrain_epochs = None, None
     if pre_train is not None:
         epochs = pretrain_max_epochs if pretrain_max_epochs is not None else max_epochs
-        pretrained = fit_career(model, pre_train, pre_valid, out_dir / "pretrain", max_epochs=epochs, **train_args)
+        pretrained, pretrain_epochs = fit_career(
+            model, pre_train, pre_valid, out_dir / "pretrain", max_epochs=epochs, **train_args
+        )
         model = CareerTransformer(vocab, **{**SIZES[size], **model_args})
         model.load_state_dict(pretrained.state_dict())
-    finetuned = fit_career(model, finetune_train, finetune_valid, out_dir / "finetune", max_epochs=max_epochs, **train_args)
-    return CareerFit(finetuned, pretrained)
+    finetuned, epochs = fit_career(
+        model, finetune_train, finetune_valid, out_dir / "finetune", max_epochs=max_epochs, **train_args
+    )
+    return CareerFit(finetuned, pretrained, epochs, pretrain_epochs)
 

@@ -3,7 +3,7 @@
 A sweep file (YAML) names a base config and the overrides of each run::
 
     name: lora_lr                          # default: the file's stem
-    config: configs/experiments/qlora_llama32_1b.yaml
+    config: configs/fit/lm/qlora_llama32_1b.yaml
     out_dir: runs/sweeps                   # run directories: <out_dir>/<name>/<run id>
     overrides: {trainer.max_epochs: 1}     # every run
     grid:                                  # every combination, in this order (or `runs:`, a list of mappings)
@@ -12,9 +12,9 @@ A sweep file (YAML) names a base config and the overrides of each run::
     slurm: {gres: "gpu:1", mem: 48G, time: "06:00:00"}   # sbatch options over slurm/array.sbatch's
     max_parallel: 4                        # at most this many runs at once (sbatch --array=...%4)
 
-The base config logs with W&B (``configs/logger/wandb.yaml``). Keys are ``fit`` options without the
+The base config logs with W&B (``configs/fit/logger/wandb.yaml``). Keys are ``fit`` options without the
 leading ``--``; values are passed as YAML/JSON, so a value can also be a config file
-(``model: configs/model/lora_tiny.yaml``). Relative paths are resolved by the jobs from the directory
+(``model: configs/fit/model/lora_tiny.yaml``). Relative paths are resolved by the jobs from the directory
 ``sweep`` ran in (the job's working directory). Each run gets a stable W&B run id
 ``<name>-<index>-<hash of its overrides>`` (the name reduced to letters, digits, ``_`` and ``-``)
 and its own directory of that name, holding its checkpoints (``hpc_ckpt_<n>.ckpt`` on requeue),

@@ -1,0 +1,54 @@
+"""What a row writes beside its predictions: ``metrics.json``, a typed and versioned record."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lit_career.io import write_file_atomic
+
+RECORD_VERSION = 1
+
+
+@dataclass
+class RowRecord:
+    """The settings, sizes, times and metrics of a finished row (``compare`` and the README read these)."""
+
+    model: str
+    """Row name."""
+    version: int = RECORD_VERSION
+    """Version of this record's layout."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The row spec as run."""
+    parameters: int | None = None
+    """Parameters of the whole model (LM rows: LM plus head)."""
+    epochs: int | None = None
+    """Training epochs run (early stopping may end them sooner)."""
+    fit_seconds: float | None = None
+    """Wall time of fitting (LM rows: fine-tuning plus the head)."""
+    valid: dict[str, float] = field(default_factory=dict)
+    """Metrics of the valid split (:func:`~lit_career.evaluation.metrics.evaluate_predictions`)."""
+    test: dict[str, float] = field(default_factory=dict)
+    """Metrics of the test split."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Model-specific facts, written at the top level: train_persons, size, pretrain_persons,
+    pretrain_epochs, lm_parameters, trainable_parameters, head_parameters, steps, tokens_seen,
+    epoch_fraction, finetune_seconds, predict_{valid,test}_seconds, likelihood_bound, bound_seconds."""
+
+    def as_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        return {**{k: v for k, v in record.items() if k != "extra"}, **record["extra"]}
+
+    def write(self, folder: Path) -> Path:
+        text = json.dumps(self.as_json(), indent=2, default=str) + "\n"
+        return write_file_atomic(Path(folder) / "metrics.json", lambda tmp: tmp.write_text(text))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(all, trainable) parameters of ``model``."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
