@@ -129,7 +129,7 @@ def train_once(folder: Path, mode: str, seq: int, batch: int, steps: int, warmup
 
     module = CausalLMFineTuner(
         base_model=str(folder), mode=mode, compute_dtype="bfloat16", gradient_checkpointing=True,
-        loss_chunk_size=1024,  # as configs/model/qlora_llama*.yaml: the 128k-vocabulary logits never whole
+        loss_chunk_size=1024,  # as configs/fit/model/qlora_llama*.yaml: the 128k-vocabulary logits never whole
         lora=LoraSettings(r=16, alpha=32, dropout=0.0), export_dir=str(WORK / "unused_export"),
     )
     module.on_fit_end = lambda: None  # no export in a benchmark
