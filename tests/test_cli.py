@@ -46,10 +46,10 @@ def test_fit_from_yaml_logs_to_offline_wandb_and_exports(tmp_path, monkeypatch, 
     assert isinstance(cli.trainer.logger, WandbLogger)
     wandb.finish()  # in-process: close the run as the process exit would
     (run,) = offline_runs(tmp_path / "runs")  # offline: the run is only on disk
-    val = [row for row in run.history if "val/loss" in row]
+    val = [row for row in run.history if "val/nll" in row]
     assert [row["trainer/global_step"] for row in val] == [1, 3]  # after steps 2 and 4 (0-based step 1, 3)
-    assert val[-1]["val/loss"] == pytest.approx(float(cli.trainer.callback_metrics["val/loss"]))
-    assert val[-1]["val/ppl"] == pytest.approx(math.exp(val[-1]["val/loss"]), rel=1e-5)
+    assert val[-1]["val/nll"] == pytest.approx(float(cli.trainer.callback_metrics["val/nll"]))
+    assert val[-1]["val/ppl"] == pytest.approx(math.exp(val[-1]["val/nll"]), rel=1e-5)
     assert sum("train/loss" in row for row in run.history) == 4
     # the model's and the corpus's hyperparameters (the tokenizer linked from the model's base)
     assert run.config["mode"] == mode and run.config["tokenizer"] == "tiny"

@@ -52,7 +52,7 @@ def make(tokenizer_dir, cache, **kwargs) -> ResumeCorpus:
 
 @pytest.fixture(scope="module")
 def titles_corpus(tokenizer_dir, cache):
-    return make(tokenizer_dir, cache, loss_on="titles")
+    return make(tokenizer_dir, cache, loss_on="targets")
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +146,8 @@ def test_batches_are_deterministic_in_seed_and_epoch(tokenizer_dir, cache, title
         loader.batch_sampler.sampler.set_epoch(epoch)
         return [batch["input_ids"] for batch in loader]
 
-    same = make(tokenizer_dir, cache, loss_on="titles")
-    other = make(tokenizer_dir, cache, loss_on="titles", seed=1)
+    same = make(tokenizer_dir, cache, loss_on="targets")
+    other = make(tokenizer_dir, cache, loss_on="targets", seed=1)
     first = epoch_batches(titles_corpus, 0)
     assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(same, 0), strict=True))
     for different in (epoch_batches(titles_corpus, 1), epoch_batches(other, 0)):
@@ -177,7 +177,7 @@ def test_cache_is_reused_and_keyed_by_what_changes_tokens(tokenizer_dir, tmp_pat
     first = make(tokenizer_dir, str(tmp_path), max_persons=50)
     assert calls and sum(calls) >= 50
     calls.clear()
-    again = make(tokenizer_dir, str(tmp_path), max_persons=50, loss_on="titles", split_seed=1, batch_size=4)
+    again = make(tokenizer_dir, str(tmp_path), max_persons=50, loss_on="targets", split_seed=1, batch_size=4)
     assert calls == []
     assert again.stats["tokens"] == first.stats["tokens"]
     assert set(again.resumes("train")["person_id"]) != set(first.resumes("train")["person_id"])

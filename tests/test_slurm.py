@@ -118,9 +118,9 @@ def test_array_sweep_runs_every_task(cluster, tmp_path, monkeypatch, capsys):
         (wandb_run,) = offline_runs(run.run_dir)
         assert (wandb_run.run_id, wandb_run.group) == (run.run_id, job)
         assert [h["train/loss"] for h in wandb_run.history if "train/loss" in h], "no per-step training loss"
-        val = [h for h in wandb_run.history if "val/loss" in h]
+        val = [h for h in wandb_run.history if "val/nll" in h]
         assert [h["trainer/global_step"] for h in val] == [1, 3]  # validations after steps 2 and 4
-        final_losses.append(val[-1]["val/loss"])
+        final_losses.append(val[-1]["val/nll"])
     assert final_losses[0] != final_losses[1]  # each task ran its own grid point
 
 
@@ -145,7 +145,7 @@ def loss_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     history = [row for run in offline_runs(run_dir) for row in run.history]
     return {
         key: [(row["trainer/global_step"], row[key]) for row in history if key in row]
-        for key in ("train/loss", "val/loss")
+        for key in ("train/loss", "val/nll")
     }
 
 

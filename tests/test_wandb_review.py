@@ -43,7 +43,7 @@ def test_fit_run_holds_metrics_config_and_adapter(tmp_path, monkeypatch):
     step_losses = [row["train/loss"] for row in run.history if "train/loss" in row]
     for epoch, loss in epochs:  # the epoch value is the mean of its two steps (equal batch sizes)
         assert loss == pytest.approx(sum(step_losses[2 * epoch : 2 * epoch + 2]) / 2, rel=1e-5)
-    assert [row["trainer/global_step"] for row in run.history if "val/loss" in row] == [2, 5]
+    assert [row["trainer/global_step"] for row in run.history if "val/nll" in row] == [2, 5]
     assert any("lr-AdamW" in row for row in run.history)
 
     # the resolved config: every option of the run, as parsed (trainer, model, data)

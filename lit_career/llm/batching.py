@@ -105,20 +105,20 @@ def padding_fraction(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
 
 
 class ResumeDataset(Dataset):
-    """Token ids and labels of each resume; ``title_spans[i]`` (``[n, 2]``) restricts labels to those tokens."""
+    """Token ids and labels of each resume; ``target_spans[i]`` (``[n, 2]``) restricts labels to those tokens."""
 
-    def __init__(self, token_ids: list[np.ndarray], title_spans: list[np.ndarray] | None = None):
-        self.token_ids, self.title_spans = token_ids, title_spans
+    def __init__(self, token_ids: list[np.ndarray], target_spans: list[np.ndarray] | None = None):
+        self.token_ids, self.target_spans = token_ids, target_spans
 
     def __len__(self) -> int:
         return len(self.token_ids)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         ids = self.token_ids[i].astype(np.int64)
-        if self.title_spans is None:
+        if self.target_spans is None:
             return {"input_ids": ids, "labels": ids}
         labels = np.full_like(ids, IGNORE)
-        for start, end in self.title_spans[i]:
+        for start, end in self.target_spans[i]:
             labels[start:end] = ids[start:end]
         return {"input_ids": ids, "labels": labels}
 

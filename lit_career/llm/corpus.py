@@ -54,7 +54,7 @@ class ResumeCorpus(LightningDataModule):
         tokenizer: base model whose tokenizer to use (see :func:`lit_career.llm.backbone.load_tokenizer`).
         max_length: longest resume in tokens; longer ones lose their earliest years.
         batch_size: resumes per batch.
-        loss_on: ``all`` tokens, or only the target ``titles`` (each title plus its line terminator).
+        loss_on: ``all`` tokens, or only the ``targets`` (each year's title or code plus its line terminator).
         split_fractions: person split fractions (default train/valid/test 0.8/0.1/0.1).
         split_seed: seed of the split assignment.
         max_persons: keep this many persons of each source, for demos and tests: a random sample that
@@ -73,7 +73,7 @@ class ResumeCorpus(LightningDataModule):
         tokenizer: str = "tiny",
         max_length: int = 1024,
         batch_size: int = 8,
-        loss_on: Literal["all", "titles"] = "all",
+        loss_on: Literal["all", "targets"] = "all",
         split_fractions: dict[str, float] | None = None,
         split_seed: int = 0,
         max_persons: int | None = None,
@@ -98,8 +98,8 @@ class ResumeCorpus(LightningDataModule):
         self.cache_dir, self.max_train_persons = cache_dir, max_train_persons
         if max_train_persons is not None and max_train_persons < 1:
             raise ValueError(f"max_train_persons must be positive or None, got {max_train_persons}")
-        if loss_on not in ("all", "titles"):
-            raise ValueError(f"loss_on must be 'all' or 'titles', not {loss_on!r}")
+        if loss_on not in ("all", "targets"):
+            raise ValueError(f"loss_on must be 'all' or 'targets', not {loss_on!r}")
         weights = self._weights()
         if not self.sources or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(
@@ -285,7 +285,7 @@ class ResumeCorpus(LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         data = self._split(split)
         spans = None
-        if self.loss_on == "titles":
+        if self.loss_on == "targets":
             rows = data.transitions["resume"].to_numpy()
             pairs = data.transitions[["tok_start", "tok_end"]].to_numpy()
             bounds = np.searchsorted(rows, np.arange(len(data.token_ids) + 1))

@@ -231,7 +231,7 @@ class CausalLMFineTuner(LightningModule):
     def _log_perplexity(self, stage: str, metric: MeanMetric) -> dict[str, float]:
         loss = metric.compute()
         metric.reset()
-        metrics = {f"{stage}/loss": float(loss), f"{stage}/ppl": math.exp(float(loss))}
+        metrics = {f"{stage}/nll": float(loss), f"{stage}/ppl": math.exp(float(loss))}
         self.log_dict(metrics, prog_bar=stage == "val")
         return metrics
 
