@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "configs" / "rows"
 FIT_LM = ROOT / "configs" / "fit" / "lm"
 LLM_CONFIGS = sorted(p for p in ROWS.glob("*/*.yaml") if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] == "lm")
+LM_PLANS = ("lm_cpu.yaml", "lm_gpu.yaml", "lm_smollm2_cpu.yaml")
 SURVEY = {"kind": "synthetic", "population": "survey", "persons": 200, "seed": 0}
 RESUMES = {"kind": "synthetic", "population": "resume", "persons": 300, "seed": 0}
 
@@ -106,9 +107,9 @@ def test_lm_row_evaluates_on_its_baselines_panel_and_split(path):
 
 
 def test_lm_plans_name_every_lm_row_once_after_the_row_it_reuses():
-    listed = [p for name in ("lm_cpu.yaml", "lm_gpu.yaml") for p in load_plan(ROWS / "plans" / name)]
+    listed = [p for name in LM_PLANS for p in load_plan(ROWS / "plans" / name)]
     assert sorted(listed) == LLM_CONFIGS
-    for plan in ("lm_cpu.yaml", "lm_gpu.yaml", "lm_smollm2_cpu.yaml"):
+    for plan in LM_PLANS:
         done = set()
         for path in load_plan(ROWS / "plans" / plan):
             spec = load_row(path)
