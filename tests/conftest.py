@@ -1,7 +1,8 @@
-"""Test environment: offline hubs and W&B, one thread, caches in a temp dir."""
+"""Test environment: offline hubs and W&B, one thread, caches in a temp dir, the committed tiny Llama."""
 
 import os
 import tempfile
+from pathlib import Path
 
 _cache = tempfile.mkdtemp(prefix="lit_career_test_cache_")
 for key, value in {
@@ -14,8 +15,10 @@ for key, value in {
     "HF_HOME": os.path.join(_cache, "hf"),
 }.items():
     os.environ.setdefault(key, value)
-# Models built for tests (tiny Llama, converted SmolLM2) are shared across tests of one session.
+# Models built for tests (converted SmolLM2) are shared across tests of one session.
 os.environ.setdefault("LIT_CAREER_CACHE", os.path.join(_cache, "lit_career"))
+# "tiny" is the committed copy (tests/assets/README.md), never rebuilt; test_backbone checks it is current.
+os.environ["LIT_CAREER_TINY"] = str(Path(__file__).resolve().parent / "assets" / "tiny-llama-nlsy79")
 
 import torch  # noqa: E402
 
