@@ -1,10 +1,13 @@
-"""Test environment: offline hubs and W&B, one thread, caches in a temp dir, the committed tiny Llama."""
+"""Test environment: offline hubs and W&B, one thread, caches in a temp dir removed at exit, the committed tiny Llama."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 _cache = tempfile.mkdtemp(prefix="lit_career_test_cache_")
+atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 for key, value in {
     "HF_HUB_OFFLINE": "1",
     "WANDB_MODE": "offline",
@@ -13,6 +16,7 @@ for key, value in {
     "WANDB_DIR": os.path.join(_cache, "wandb"),
     "WANDB_CACHE_DIR": os.path.join(_cache, "wandb_cache"),
     "HF_HOME": os.path.join(_cache, "hf"),
+    "TORCHINDUCTOR_CACHE_DIR": os.path.join(_cache, "torchinductor"),
 }.items():
     os.environ.setdefault(key, value)
 # Models built for tests (converted SmolLM2) are shared across tests of one session.
