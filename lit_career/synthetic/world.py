@@ -62,7 +62,7 @@ from lit_career.panel.careers import EDUCATION_LEVELS, SPLIT_FRACTIONS, CareerPa
 from lit_career.panel.taxonomy import vocabulary
 
 # Raw NLSY79 annual occ1990dd switch rates by age band, (low, high], pairs, rate; from
-# shared/data/facts/nlsy79_cpsocc_annual_switch_rates_by_age.csv (consecutive yearly rounds, both coded).
+# resources/facts/nlsy79_cpsocc_annual_switch_rates_by_age.csv (consecutive yearly rounds, both coded).
 NLSY79_SWITCH_BY_AGE = ((15, 20, 5481, 0.7482), (20, 23, 15838, 0.7116), (23, 26, 24626, 0.6637),
                         (26, 29, 23780, 0.6253), (29, 32, 17014, 0.5682), (32, 40, 7890, 0.4915))
 BAND_CENTRES = np.array([18.0, 21.5, 24.5, 27.5, 30.5, 36.0])
