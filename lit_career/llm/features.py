@@ -21,6 +21,7 @@ import logging
 import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -161,7 +162,7 @@ def _worker(
 
 
 def extract(
-    lm: FrozenLM | PreTrainedModel,
+    lm: FrozenLM | Callable[[], PreTrainedModel],
     token_ids: list[list[int]],
     transitions: pd.DataFrame,
     folder: Path,
@@ -173,7 +174,8 @@ def extract(
     shard_size: int = 64,
 ) -> tuple[Tensor, Tensor]:
     """``([N, H] hidden, [N] target log-prob)`` of every transition of a split, from the shards in ``folder``,
-    computing the missing ones first (in ``workers`` processes when ``lm`` is a :class:`FrozenLM`)."""
+    computing the missing ones first: in ``workers`` processes that each load the :class:`FrozenLM`, or in this
+    process (``lm`` may then also be a function returning a loaded model; it is called only when a shard is missing)."""
     folder.mkdir(parents=True, exist_ok=True)
     bounds = shard_bounds(len(token_ids), shard_size)
     missing = [(i, b) for i, b in enumerate(bounds) if not _shard_path(folder, i).is_file()]
@@ -183,7 +185,7 @@ def extract(
         tokens = sum(len(token_ids[k]) for _, (a, b) in missing for k in range(a, b))
         if workers <= 1:
             _run_shards(
-                lm.load() if isinstance(lm, FrozenLM) else lm,
+                lm.load() if isinstance(lm, FrozenLM) else lm(),
                 token_ids,
                 transitions,
                 missing,

@@ -299,7 +299,7 @@ class OccupationHead(L.LightningModule):
         )
         lm = FrozenLM(self.base_model, self.adapter, self.quantization)
         return extract(
-            lm if self.feature_workers > 1 else self.lm,
+            lm if self.feature_workers > 1 else lambda: self.lm,
             token_ids,
             table,
             folder,
