@@ -60,12 +60,31 @@ def parse_function_config(path: Path, subcommand: str, parameter: str, written: 
     assert_contains(parsed[parameter], written, parameter)
 
 
+class ParseOnly(LitCareerCLI):
+    """The CLI up to the parsed config: nothing instantiated."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
 def parse_row(path: Path, written: dict) -> None:
     spec = load_row(path)
     assert_contains(json.loads(json.dumps(asdict(spec), default=str)), written, "")
     assert spec.out_dir == Path("outputs/experiments") / spec.dataset / spec.name == Path(
         "outputs/experiments", *path.relative_to(CONFIGS / "rows").with_suffix("").parts
     )
+    if spec.lm is not None:  # each stage's config takes the row's settings over it
+        data = {f"data.init_args.{key}": value for key, value in spec.lm.data.items()}
+        for config, overrides in ((spec.lm.finetune, spec.lm.finetune_overrides), (spec.lm.head, spec.lm.head_overrides)):
+            if config is not None:
+                parse_stage(CONFIGS.parent / config, {**data, **overrides})
+
+
+def parse_stage(config: Path, overrides: dict) -> None:
+    cli = ParseOnly(["--config", str(config)], overrides=overrides, run=False)
+    printed = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    for key, value in overrides.items():
+        assert_contains(reduce(lambda node, part: node[part], key.split("."), printed), value, key)
 
 
 @pytest.mark.parametrize("path", all_configs(), ids=lambda p: str(p.relative_to(CONFIGS)))

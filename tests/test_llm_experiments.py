@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from lit_career.evaluation.compare import compare
+from lit_career.llm.lm import CausalLMFineTuner
 from lit_career.panel.predictions import Predictions
 from lit_career.runs.lm_row import _lm_parameters
 from lit_career.runs.row import run_row
@@ -38,7 +39,7 @@ def baseline_row(out: Path, source: PanelSource, **kwargs) -> None:
 def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
     out = tmp_path / "d" / "llm_tiny"
     info = lm_row(out, "likelihood.yaml", finetune=FIT_LM / "lora_tiny_cpu.yaml",
-                  data={"max_persons": 40, "max_length": 512}, finetune_args=["--trainer.max_steps=3"])
+                  data={"max_persons": 40, "max_length": 512}, finetune_overrides={"trainer.max_steps": 3})
     assert info["steps"] == 3 and 0 < info["trainable_parameters"] < info["lm_parameters"]
     assert info["parameters"] == info["lm_parameters"] + info["head_parameters"] == info["lm_parameters"] + 1
     # a row that reuses this adapter counts the same LM without loading it
@@ -60,6 +61,33 @@ def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
     assert table.loc["llm_tiny", "parameters"] == info["parameters"]
 
 
+def test_a_stopped_lm_row_continues_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """A row stopped after one fine-tuning epoch, run again with a budget of two, trains the second epoch only
+    and ends where an uninterrupted two-epoch row ends (constant learning rate, no dropout: the same weights).
+    A stop inside an epoch restarts that epoch's batches (the corpus' sampler keeps no position)."""
+    steps = []
+    training_step = CausalLMFineTuner.training_step
+    monkeypatch.setattr(
+        CausalLMFineTuner, "training_step", lambda self, *a: steps.append(self.global_step) or training_step(self, *a)
+    )
+    same = {"model.init_args.schedule": "constant_with_warmup", "model.init_args.lora.dropout": 0.0}
+    setup = {"finetune": FIT_LM / "lora_tiny_cpu.yaml", "data": {"max_persons": 40, "max_length": 512}}
+    stopped, whole = tmp_path / "d" / "stopped", tmp_path / "d" / "whole"
+
+    def budget(epochs: int) -> dict:
+        return {**same, "trainer.max_steps": -1, "trainer.max_epochs": epochs}
+
+    lm_row(stopped, "likelihood.yaml", finetune_overrides=budget(1), **setup)
+    epoch = len(steps)
+    assert steps == list(range(epoch)) and (stopped / "finetune/checkpoints/last.ckpt").is_file()
+    resumed = lm_row(stopped, "likelihood.yaml", finetune_overrides=budget(2), **setup)
+    assert steps[epoch:] == list(range(epoch, 2 * epoch))
+    uninterrupted = lm_row(whole, "likelihood.yaml", finetune_overrides=budget(2), **setup)
+    for key in ("steps", "tokens_seen", "epochs"):
+        assert resumed[key] == uninterrupted[key], key
+    assert resumed["test"]["ppl_all"] == pytest.approx(uninterrupted["test"]["ppl_all"], rel=1e-6)
+
+
 @pytest.mark.slow  # fast subset: the row test above, full export in test_lm, the head in test_predictor
 def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
     out = tmp_path / "d" / "llm_embedding"
@@ -68,8 +96,8 @@ def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
         "embedding.yaml",
         finetune=FIT_LM / "full_tiny_synthetic_pooled.yaml",
         data={"max_persons": None, "max_length": 512},
-        finetune_args=[f"--data.init_args.sources={json.dumps([SURVEY, RESUMES])}", "--trainer.max_epochs=1"],
-        head_args=[f"--data.init_args.sources={json.dumps([SURVEY])}", "--trainer.max_epochs=2"],
+        finetune_overrides={"data.init_args.sources": [SURVEY, RESUMES], "trainer.max_epochs": 1},
+        head_overrides={"data.init_args.sources": [SURVEY], "trainer.max_epochs": 2},
     )
     exported = out / "finetune/adapter"
     assert (exported / "model.safetensors").is_file() and not (exported / "adapter_config.json").exists()
@@ -87,10 +115,7 @@ def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
 
 def _sources(spec: RowSpec) -> list[dict]:
     """The sources the head of an LM row is evaluated on (the default is the bundled NLSY79)."""
-    for arg in spec.lm.head_args:
-        if arg.startswith("--data.init_args.sources="):
-            return yaml.safe_load(arg.split("=", 1)[1])
-    return spec.lm.data.get("sources") or [{"kind": "nlsy79"}]
+    return spec.lm.head_overrides.get("data.init_args.sources") or spec.lm.data.get("sources") or [{"kind": "nlsy79"}]
 
 
 @pytest.mark.parametrize("path", LLM_CONFIGS, ids=lambda p: p.name)

@@ -3,8 +3,9 @@ corpus tokenizer, W&B (offline) as default logger, the resolved config saved bes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import lazy_instance
@@ -46,15 +47,21 @@ class PrintMetrics(Callback):
 
 
 class LitCareerCLI(LightningCLI):
-    """LightningCLI with the base model linked to the corpus tokenizer and W&B (offline) as default logger."""
+    """LightningCLI with the base model linked to the corpus tokenizer and W&B (offline) as default logger.
+
+    ``overrides`` (dotted config keys → Python values, e.g. ``{"trainer.max_steps": 2}``) are set over the
+    config that ``args`` give, and parsed and validated like it: a key the config has no place for is an error.
+    """
 
     def __init__(
         self,
         args: Sequence[str] | dict | None = None,
         default_config_files: Sequence[str | Path] = (),
         description: str = "Fine-tune and evaluate LMs on careers.",
+        overrides: Mapping[str, Any] | None = None,
         **kwargs,
     ):
+        self.overrides = dict(overrides or {})
         defaults = {"default_config_files": [str(f) for f in default_config_files]}
         super().__init__(
             subclass_mode_model=True,
@@ -70,6 +77,11 @@ class LitCareerCLI(LightningCLI):
             args=args,
             **kwargs,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.overrides:
+            self.config = parser.parse_object(self.overrides, namespace=self.config)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.base_model", "data.init_args.tokenizer")

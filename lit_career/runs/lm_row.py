@@ -1,6 +1,7 @@
 """An LM row: fine-tune the LM (or reuse another row's), fit the head on the frozen LM, predict valid and test.
 
-Each stage is the LightningCLI run its ``fit`` config describes, with the row's own folders:
+Each stage is the LightningCLI run its ``fit`` config describes, with the row's settings set over it by dotted
+key (``lm.data``, ``lm.finetune_overrides``, ``lm.head_overrides``) and the row's own folders:
 
 1. fine-tune the LM with ``lm.finetune`` (:class:`~lit_career.llm.lm.CausalLMFineTuner`) into
    ``finetune/`` (logs, checkpoints, ``adapter/``); ``lm.reuse`` takes that adapter from another row of the
@@ -16,11 +17,11 @@ fitted and evaluated on persons the LM was not fine-tuned on. A stopped stage co
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -37,19 +38,20 @@ from lit_career.runs.spec import LMArgs, RowSpec
 def run_lm_row(spec: RowSpec) -> RowRecord:
     """Run the stages of an LM row and write its predictions and ``metrics.json``."""
     lm, out_dir = spec.lm, spec.out_dir
-    shared = [f"--data.init_args.{key}={json.dumps(value)}" for key, value in lm.data.items()]
+    shared = {f"data.init_args.{key}": value for key, value in lm.data.items()}
     if lm.base_model is not None:
-        shared.append(f"--model.init_args.base_model={lm.base_model}")
+        shared["model.init_args.base_model"] = lm.base_model
     record = RowRecord(model=spec.name, settings=asdict(spec))
     start = time.perf_counter()
-    lm_args: list[str] = []
+    lm_overrides: dict[str, Any] = {}
     if lm.finetune is not None:
         tuner = _finetune(lm, out_dir / "finetune", shared, record)
         record.extra["finetune_seconds"] = round(time.perf_counter() - start, 2)
-        lm_args = _lm_args(out_dir / "finetune" / "adapter", tuner.model.base_model)
+        lm_overrides = _lm_overrides(tuner.model.export_path, tuner.model.base_model)
     elif lm.reuse is not None:
-        lm_args = _lm_args(spec.folder_of(lm.reuse) / "finetune" / "adapter", None)
-    head = _fit(lm.head, out_dir / "head", [*shared, *lm_args, *lm.head_args, f"--model.init_args.name={spec.name}"])
+        lm_overrides = _lm_overrides(spec.folder_of(lm.reuse) / "finetune" / "adapter", None)
+    head_overrides = {**shared, **lm_overrides, **lm.head_overrides, "model.init_args.name": spec.name}
+    head = _fit(lm.head, out_dir / "head", head_overrides)
     if "lm_parameters" not in record.extra:
         record.extra["lm_parameters"] = _lm_parameters(head.model.base_model, head.model.adapter)
     record.extra["head_parameters"] = count_parameters(head.model)[1]
@@ -73,14 +75,16 @@ def run_lm_row(spec: RowSpec) -> RowRecord:
         record.extra["bound_seconds"] = round(time.perf_counter() - began, 2)
     _finish_wandb()
     record.write(out_dir)
-    print(f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {out_dir}")
+    print(
+        f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {out_dir}"
+    )
     return record
 
 
-def _finetune(lm: LMArgs, root: Path, shared: list[str], record: RowRecord) -> LitCareerCLI:
+def _finetune(lm: LMArgs, root: Path, shared: dict[str, Any], record: RowRecord) -> LitCareerCLI:
     """Fine-tune the LM into ``root`` (exporting ``root/adapter``); record its size, epochs and tokens."""
-    export = root / "adapter"
-    tuner = _fit(lm.finetune, root, [*shared, f"--model.init_args.export_dir={export}", *lm.finetune_args])
+    export = {"model.init_args.export_dir": str(root / "adapter")}
+    tuner = _fit(lm.finetune, root, {**shared, **export, **lm.finetune_overrides})
     _finish_wandb()  # else the head's W&B logger would write into the fine-tuning's run
     total, trainable = count_parameters(tuner.model.model)
     train_tokens = int(tuner.datamodule.resumes("train")["n_tokens"].sum())
@@ -96,33 +100,27 @@ def _finetune(lm: LMArgs, root: Path, shared: list[str], record: RowRecord) -> L
     return tuner
 
 
-def _lm_args(export: Path, base_model: str | None) -> list[str]:
-    """Head arguments that load the fine-tuned LM exported to ``export``: an adapter on its base (default:
+def _lm_overrides(export: Path, base_model: str | None) -> dict[str, str]:
+    """Head settings that load the fine-tuned LM exported to ``export``: an adapter on its base (default:
     the adapter's own base), or, when the whole model was exported (mode full), that model."""
     if not (export / "adapter_config.json").is_file():
-        return [f"--model.init_args.base_model={export}"]
-    base = [f"--model.init_args.base_model={base_model}"] if base_model is not None else []
-    return [*base, f"--model.init_args.adapter={export}"]
+        return {"model.init_args.base_model": str(export)}
+    base = {"model.init_args.base_model": base_model} if base_model is not None else {}
+    return {**base, "model.init_args.adapter": str(export)}
 
 
-def _fit(config: Path, root: Path, args: list[str]) -> LitCareerCLI:
-    """Run ``fit`` of ``config`` with logs and checkpoints under ``root``, continuing from ``last.ckpt`` there
-    when an earlier run of the stage was stopped; the CLI object after fitting."""
-    cli = LitCareerCLI(
-        [
-            "--config",
-            str(config),
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
-            *args,
-        ],
-        run=False,
-    )
+def _fit(config: Path, root: Path, overrides: dict[str, Any]) -> LitCareerCLI:
+    """Run ``fit`` of ``config`` with ``overrides`` and logs and checkpoints under ``root``, continuing from
+    ``last.ckpt`` there when an earlier run of the stage was stopped; the CLI object after fitting."""
+    folders = {"trainer.default_root_dir": str(root), "trainer.logger.init_args.save_dir": str(root)}
+    cli = LitCareerCLI(["--config", str(config)], overrides={**folders, **overrides}, run=False)
     last = None
     if cli.trainer.checkpoint_callback is not None:
         cli.trainer.checkpoint_callback.dirpath = str(root / "checkpoints")
         last = root / "checkpoints" / "last.ckpt"
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=last if last is not None and last.is_file() else None)
+    cli.trainer.fit(
+        cli.model, cli.datamodule, ckpt_path=last if last is not None and last.is_file() else None
+    )
     return cli
 
 

@@ -19,7 +19,9 @@ from jsonargparse import ArgumentParser
 from lit_career.errors import InputError
 from lit_career.sources import PanelSource
 
-RowModel = Literal["markov1", "markov2", "logit", "bag_of_jobs", "career", "career_pretrained", "oracle", "lm"]
+RowModel = Literal[
+    "markov1", "markov2", "logit", "bag_of_jobs", "career", "career_pretrained", "oracle", "lm"
+]
 
 
 @dataclass
@@ -56,10 +58,10 @@ class LMArgs:
     """Base LM of both stages (default: the fine-tuning config's, else the head config's)."""
     data: dict[str, Any] = field(default_factory=dict)
     """Corpus arguments given to both stages, e.g. ``{max_length: 1024, template: {labels: codes}}``."""
-    finetune_args: list[str] = field(default_factory=list)
-    """More command-line arguments of the fine-tuning ``fit`` (e.g. ``[--trainer.max_epochs=4]``)."""
-    head_args: list[str] = field(default_factory=list)
-    """More command-line arguments of the head's ``fit`` and ``predict``."""
+    finetune_overrides: dict[str, Any] = field(default_factory=dict)
+    """Settings over the fine-tuning config, by dotted key (e.g. ``{trainer.max_epochs: 4}``)."""
+    head_overrides: dict[str, Any] = field(default_factory=dict)
+    """Settings over the head config, by dotted key (e.g. ``{data.init_args.max_train_persons: 1500}``)."""
     bound_sample_persons: int = 0
     """Embedding heads: also score the full closed set on this many test persons, to measure how tight the
     T=1 likelihood bound is (slow: every title)."""
@@ -98,11 +100,15 @@ class RowSpec:
         if (self.model == "lm") != (self.lm is not None):
             raise InputError("lm settings are required by model lm and only used by it")
         if (self.model == "career_pretrained") != (self.career.pretrain_source is not None):
-            raise InputError("career.pretrain_source is required by model career_pretrained and only used by it")
+            raise InputError(
+                "career.pretrain_source is required by model career_pretrained and only used by it"
+            )
         if self.model == "oracle" and self.source.kind != "synthetic":
             raise InputError(f"the oracle needs a synthetic source, not {self.source.kind!r}")
         if self.lm is not None and self.lm.finetune is not None and self.lm.reuse is not None:
-            raise InputError("an LM row either fine-tunes (lm.finetune) or reuses another row's LM (lm.reuse)")
+            raise InputError(
+                "an LM row either fine-tunes (lm.finetune) or reuses another row's LM (lm.reuse)"
+            )
 
     @property
     def out_dir(self) -> Path:
