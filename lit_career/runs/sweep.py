@@ -40,7 +40,7 @@ import yaml
 
 from lit_career.errors import InputError
 
-ARRAY_SCRIPT = Path(__file__).resolve().parent.parent / "slurm" / "array.sbatch"
+ARRAY_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "array.sbatch"
 SPEC_KEYS = {"name", "config", "out_dir", "overrides", "grid", "runs", "slurm", "max_parallel"}
 
 
