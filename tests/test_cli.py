@@ -58,7 +58,7 @@ def test_fit_from_yaml_logs_to_offline_wandb_and_exports(tmp_path, monkeypatch, 
     # the model's and the corpus's hyperparameters (the tokenizer linked from the model's base)
     assert run.config["mode"] == mode and run.config["tokenizer"] == "tiny"
 
-    export = tmp_path / "runs" / f"{mode}_tiny" / "adapter"
+    export = tmp_path / "runs" / "adapter"  # <log dir>/adapter
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "hparams.yaml"} <= {
         p.name for p in export.iterdir()
     }
@@ -130,7 +130,7 @@ def test_smollm2_demo_fits_exports_and_reloads(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 2 and cli.trainer.callback_metrics["val/ppl"] > 1
 
     reloaded = PeftModel.from_pretrained(
-        load_causal_lm("smollm2-135m"), tmp_path / "runs" / "demo" / "adapter"
+        load_causal_lm("smollm2-135m"), tmp_path / "runs" / "adapter"
     )
     batch = next(iter(cli.datamodule.val_dataloader()))
     assert torch.equal(eval_logits(reloaded, batch), eval_logits(cli.model.model, batch))

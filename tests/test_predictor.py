@@ -284,12 +284,12 @@ def test_configs_instantiate(name):
     )
 
 
-def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path, monkeypatch):
+def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path):
     from lit_career.cli import main
 
-    monkeypatch.chdir(tmp_path)  # the config's relative run paths land here
     config = ["--config", str(REPO / "configs" / "fit" / "head" / "embedding.yaml")]
     overrides = [
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
         "--trainer.logger=false",
         "--trainer.max_epochs=2",
         "--data.init_args.max_persons=40",
@@ -297,18 +297,9 @@ def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path, mon
         f"--model.init_args.adapter={adapter}",
     ]
     main(["fit", *config, *overrides])
-    checkpoint = tmp_path / "runs/predictor/embedding/checkpoints/best.ckpt"
+    checkpoint = tmp_path / "run/checkpoints/best.ckpt"
     assert checkpoint.is_file()
-    written = tmp_path / "predictions.parquet"
-    main(
-        [
-            "predict",
-            *config,
-            *overrides,
-            f"--ckpt_path={checkpoint}",
-            f"--model.init_args.predictions_path={written}",
-        ]
-    )
-    pred = Predictions.read(written)
+    main(["predict", *config, *overrides, f"--ckpt_path={checkpoint}"])
+    pred = Predictions.read(tmp_path / "run/predictions_test.parquet")  # the log dir
     pred.check_normalized()
     assert len(pred.table) > 0 and set(pred.table["split"]) == {"test"}
