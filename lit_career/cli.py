@@ -24,8 +24,7 @@ COMMANDS: dict[str, str] = {
     "synth": "lit_career.synthetic.command:synth_command",
     "sweep": "lit_career.runs.sweep:sweep",
     "row": "lit_career.runs.row:row",
-    "evaluate": "lit_career.evaluation.report:evaluate_command",
-    "compare": "lit_career.evaluation.compare:compare",
+    "evaluate": "lit_career.evaluation.evaluate:evaluate",
 }
 """Subcommands outside LightningCLI: name → ``module:function``."""
 DESCRIPTION = (

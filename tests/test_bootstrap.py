@@ -1,4 +1,4 @@
-"""``compare``'s perplexity ratios to a reference row, with a paired bootstrap over persons."""
+"""``evaluate``'s perplexity ratios to a reference row, with a paired bootstrap over persons."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 
 from lit_career.cli import main
 from lit_career.errors import InputError
-from lit_career.evaluation.compare import compare, paired_bootstrap
+from lit_career.evaluation.evaluate import evaluate, paired_bootstrap
 from lit_career.panel.predictions import Predictions
 from lit_career.panel.taxonomy import vocabulary
 
@@ -33,7 +33,7 @@ def write_run(path, model: str, p_true: np.ndarray):
             "split": "test",
         }
     )
-    order = rng.permutation(n) if model != "career" else np.arange(n)  # compare aligns rows by key
+    order = rng.permutation(n) if model != "career" else np.arange(n)  # evaluate aligns rows by key
     pred = Predictions(table.iloc[order].reset_index(drop=True), np.log(probs[order]), model)
     pred.write(path / "predictions_test.parquet")
     return path
@@ -48,7 +48,7 @@ def test_a_clearly_better_row_wins_and_the_reference_loses_to_it(tmp_path, capsy
         write_run(tmp_path / "a", "career", p_true(0.1, 0.3, 0)),
         write_run(tmp_path / "b", "better", p_true(0.4, 0.6, 1)),
     ]
-    table = compare(runs, tmp_path / "cmp")
+    table = evaluate(runs, tmp_path / "cmp")
 
     columns = list(table.columns)
     assert columns[columns.index("ppl_all") + 1 :][:4] == ["ppl_ratio", "ratio_lo", "ratio_hi", "vs_career"]
@@ -57,22 +57,22 @@ def test_a_clearly_better_row_wins_and_the_reference_loses_to_it(tmp_path, capsy
     assert table.loc["better", "ppl_ratio"] == pytest.approx(expected, rel=1e-9)
     assert table.loc["better", "ratio_lo"] < expected < table.loc["better", "ratio_hi"] < 1
     assert table.loc["career", ["ppl_ratio", "ratio_lo", "ratio_hi"]].tolist() == [1, 1, 1]
-    csv = pd.read_csv(tmp_path / "cmp" / "compare.csv", index_col="model")
+    csv = pd.read_csv(tmp_path / "cmp" / "metrics.csv", index_col="model")
     assert csv.loc["better", "vs_career"] == "win"
     assert (
         "over career's; 95% interval from 1000 paired bootstrap"
-        in (tmp_path / "cmp" / "compare.md").read_text()
+        in (tmp_path / "cmp" / "metrics.md").read_text()
     )
     assert "1000 paired bootstrap" in capsys.readouterr().out
 
-    flipped = compare(runs, tmp_path / "cmp", reference="better", bootstrap=200, seed=3)
+    flipped = evaluate(runs, tmp_path / "cmp", reference="better", bootstrap=200, seed=3)
     assert flipped["vs_better"].to_dict() == {"career": "loss", "better": "reference"}
     assert flipped.loc["career", "ratio_lo"] > 1
 
 
 def test_identical_rows_tie_with_ratio_exactly_one(tmp_path):
     p = p_true(0.1, 0.5, 0)
-    table = compare(
+    table = evaluate(
         [write_run(tmp_path / "a", "career", p), write_run(tmp_path / "b", "copy", p)], tmp_path / "cmp"
     )
     assert table.loc["copy", ["ppl_ratio", "ratio_lo", "ratio_hi"]].tolist() == [1, 1, 1]
@@ -80,8 +80,8 @@ def test_identical_rows_tie_with_ratio_exactly_one(tmp_path):
 
 
 def test_no_ratio_columns_without_a_career_row(tmp_path):
-    table = compare([write_run(tmp_path / "a", "markov1", p_true(0.1, 0.5, 0))], tmp_path / "cmp")
-    assert "ppl_ratio" not in table and "ppl_ratio" not in (tmp_path / "cmp" / "compare.md").read_text()
+    table = evaluate([write_run(tmp_path / "a", "markov1", p_true(0.1, 0.5, 0))], tmp_path / "cmp")
+    assert "ppl_ratio" not in table and "ppl_ratio" not in (tmp_path / "cmp" / "metrics.md").read_text()
 
 
 def test_unknown_reference_is_a_one_line_input_error(tmp_path, capsys):
@@ -90,10 +90,10 @@ def test_unknown_reference_is_a_one_line_input_error(tmp_path, capsys):
         write_run(tmp_path / "b", "copy", p_true(0.1, 0.5, 1)),
     ]
     with pytest.raises(InputError, match=r"no row named 'nope'.*rows: career, copy"):
-        compare(runs, tmp_path / "cmp", reference="nope")
+        evaluate(runs, tmp_path / "cmp", reference="nope")
     with pytest.raises(SystemExit) as exit_:
         main(
-            ["compare", f"[{runs[0]}, {runs[1]}]", "--out_dir", str(tmp_path / "cmp"), "--reference", "nope"]
+            ["evaluate", f"[{runs[0]}, {runs[1]}]", "--out_dir", str(tmp_path / "cmp"), "--reference", "nope"]
         )
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines() == [

@@ -1,4 +1,4 @@
-"""The row runner on non-LM rows, and ``compare``: row files, plans, same transitions, one table."""
+"""The row runner on non-LM rows, and ``evaluate``: row files, plans, same transitions, one table."""
 
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ import yaml
 
 from lit_career.cli import main
 from lit_career.errors import InputError
-from lit_career.evaluation.compare import compare
+from lit_career.evaluation.evaluate import evaluate
 from lit_career.panel.predictions import Predictions
 from lit_career.runs.row import run_row
 from lit_career.runs.spec import CareerArgs, RowSpec, load_plan, load_row
@@ -70,66 +70,67 @@ def test_run_records_sizes_and_the_pretraining(runs):
     assert logit["parameters"] > 0 and logit["train_persons"] == 160
 
 
-def test_compare_table_matches_each_runs_own_metrics(runs, tmp_path):
-    table = compare([runs["markov1"], runs["oracle"] / "predictions_test.parquet"], tmp_path / "cmp")
+def test_evaluate_table_matches_each_runs_own_metrics(runs, tmp_path):
+    table = evaluate([runs["markov1"], runs["oracle"] / "predictions_test.parquet"], tmp_path / "cmp")
     assert list(table.index) == ["markov1", "oracle"]
     for model in table.index:
         own = json.loads((runs[model] / "metrics.json").read_text())["test"]
         for metric in ("n_transitions", "ppl_all", "ppl_movers", "ppl_stayers", "switch_auc", "top1"):
             assert table.loc[model, metric] == pytest.approx(own[metric], rel=1e-9), (model, metric)
-    csv = pd.read_csv(tmp_path / "cmp" / "compare.csv", index_col="model")
+    csv = pd.read_csv(tmp_path / "cmp" / "metrics.csv", index_col="model")
     assert csv.loc["oracle", "ppl_all"] == pytest.approx(table.loc["oracle", "ppl_all"])
-    assert "| oracle |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| oracle |" in (tmp_path / "cmp" / "metrics.md").read_text()
     assert (tmp_path / "cmp" / "perplexity.png").stat().st_size > 0
 
 
-def test_compare_logs_the_table_and_plot_to_wandb(runs, tmp_path, monkeypatch):
+def test_evaluate_logs_the_table_and_plot_to_wandb(runs, tmp_path, monkeypatch):
     import wandb
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     with wandb.init(project="open", dir=str(tmp_path / "open")):  # a run left open, as a fit's logger leaves it
-        table = compare([runs["markov1"], runs["oracle"]], tmp_path / "cmp", wandb=True)
+        table = evaluate([runs["markov1"], runs["oracle"]], tmp_path / "cmp", wandb=True)
     (run,) = tmp_path.glob("wandb/offline-run-*/files/media")  # its own run, under WANDB_DIR
-    assert len(list(run.glob("images/evaluation/perplexity_*.png"))) == 1
-    (logged,) = run.glob("table/evaluation/compare_*.table.json")
+    images = {p.name.split("_0_")[0] for p in run.glob("images/evaluation/*.png")}
+    assert images == {"perplexity", "reliability", "perplexity_by_subgroup"}
+    (logged,) = run.glob("table/evaluation/metrics_*.table.json")
     logged = json.loads(logged.read_text())
     ppl = {r[logged["columns"].index("model")]: r[logged["columns"].index("ppl_all")] for r in logged["data"]}
     assert ppl == pytest.approx(table["ppl_all"].to_dict())
 
 
-def test_compare_expands_globs_and_names_rows_by_model(runs, tmp_path):
-    table = compare([runs["oracle"].parent / "markov*"], tmp_path / "cmp", split="valid")
+def test_evaluate_expands_globs_and_names_rows_by_model(runs, tmp_path):
+    table = evaluate([runs["oracle"].parent / "markov*"], tmp_path / "cmp", split="valid")
     assert sorted(table.index) == ["markov1", "markov2"]
 
 
 def test_oracle_beats_markov_on_synthetic_data(runs, tmp_path):
-    table = compare(list(runs.values()), tmp_path / "cmp")
+    table = evaluate(list(runs.values()), tmp_path / "cmp")
     assert len(table) == len(MODELS)
     assert table.loc["oracle", "ppl_all"] < table.loc["markov1", "ppl_all"]
     assert table.loc["oracle", "ppl_movers"] < table.loc["markov1", "ppl_movers"]
 
 
-def test_compare_names_the_run_scored_on_other_transitions(runs, tmp_path):
+def test_evaluate_names_the_run_scored_on_other_transitions(runs, tmp_path):
     other = tmp_path / "d" / "markov1_seed1"
     run_experiment("markov1", SURVEY, other, split_seed=1)
     with pytest.raises(InputError, match="markov1_seed1.*other transitions"):
-        compare([runs["markov1"], other], tmp_path / "cmp")
+        evaluate([runs["markov1"], other], tmp_path / "cmp")
 
 
-def test_compare_tells_apart_runs_of_the_same_model_by_directory(runs, tmp_path):
+def test_evaluate_tells_apart_runs_of_the_same_model_by_directory(runs, tmp_path):
     copy = tmp_path / "markov1_again"
     copy.mkdir()
     (copy / "predictions_test.parquet").write_bytes((runs["markov1"] / "predictions_test.parquet").read_bytes())
-    table = compare([runs["markov1"], copy], tmp_path / "cmp")
+    table = evaluate([runs["markov1"], copy], tmp_path / "cmp")
     assert sorted(table.index) == ["markov1", "markov1_again"]
     assert table.loc["markov1", "ppl_all"] == table.loc["markov1_again", "ppl_all"]
 
 
-def test_compare_rejects_missing_runs(tmp_path):
+def test_evaluate_rejects_missing_runs(tmp_path):
     with pytest.raises(InputError, match="no predictions_test.parquet"):
-        compare([tmp_path], tmp_path / "cmp")
+        evaluate([tmp_path], tmp_path / "cmp")
     with pytest.raises(InputError, match="no run matches"):
-        compare([tmp_path / "nothing*"], tmp_path / "cmp")
+        evaluate([tmp_path / "nothing*"], tmp_path / "cmp")
 
 
 @pytest.mark.parametrize(

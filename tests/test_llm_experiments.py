@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_career.evaluation.compare import compare
+from lit_career.evaluation.evaluate import evaluate
 from lit_career.llm.lm import CausalLMFineTuner
 from lit_career.panel.predictions import Predictions
 from lit_career.runs.lm_row import _lm_parameters
@@ -55,7 +55,7 @@ def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["test"]["ppl_all"] == info["test"]["ppl_all"]
 
     baseline_row(tmp_path / "d" / "markov1", PanelSource(), max_persons=40)
-    table = compare([tmp_path / "d" / "markov1", out], out_dir=tmp_path / "compare")
+    table = evaluate([tmp_path / "d" / "markov1", out], out_dir=tmp_path / "evaluation")
     assert list(table.index) == ["markov1", "llm_tiny"]
     assert table.loc["llm_tiny", "ppl_all"] == pytest.approx(info["test"]["ppl_all"])
     assert table.loc["llm_tiny", "parameters"] == info["parameters"]
@@ -108,7 +108,7 @@ def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
 
     survey = PanelSource(**SURVEY)
     baseline_row(tmp_path / "d" / "markov1", survey)
-    table = compare([tmp_path / "d" / "markov1", out], out_dir=tmp_path / "compare")  # raises unless same transitions
+    table = evaluate([tmp_path / "d" / "markov1", out], out_dir=tmp_path / "evaluation")  # raises unless same transitions
     assert set(Predictions.read(out / "predictions_test.parquet").table["source"]) == {survey.load().source}
     assert table.loc["llm_embedding", "n_transitions"] == table.loc["markov1", "n_transitions"]
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from lit_career.errors import InputError
+from lit_career.evaluation.evaluate import evaluate
 from lit_career.evaluation.metrics import evaluate_predictions
-from lit_career.evaluation.report import comparison_table, evaluate_command, write_table
+from lit_career.evaluation.report import comparison_table, write_table
 from lit_career.panel.predictions import Predictions
 from lit_career.panel.taxonomy import vocabulary
 
@@ -45,12 +46,12 @@ def write_predictions(path, model: str, sharpness: float, covariates: bool = Tru
     return pred
 
 
-def test_evaluate_command_writes_tables_plots_and_wandb_run(tmp_path, monkeypatch, capsys):
+def test_evaluate_writes_tables_plots_and_wandb_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     preds = {name: write_predictions(tmp_path / f"{name}.parquet", name, s) for name, s in (("weak", 0.5), ("sharp", 6.0))}
     out = tmp_path / "report"
-    table = evaluate_command([tmp_path / "weak.parquet", tmp_path / "sharp.parquet"], out, wandb=True)
+    table = evaluate([tmp_path / "weak.parquet", tmp_path / "sharp.parquet"], out, wandb=True)
 
     assert list(table.index) == ["weak", "sharp"]
     for name, pred in preds.items():
@@ -62,12 +63,12 @@ def test_evaluate_command_writes_tables_plots_and_wandb_run(tmp_path, monkeypatc
     csv = pd.read_csv(out / "metrics.csv", index_col="model")
     pd.testing.assert_frame_equal(csv, table, check_dtype=False, check_index_type=False, rtol=1e-9)
     markdown = (out / "metrics.md").read_text()
-    assert markdown.splitlines()[0].startswith("| model | n_transitions | ppl_all |")
+    assert markdown.splitlines()[0].startswith("| model | run | n_transitions | ppl_all |")
     assert markdown in capsys.readouterr().out
     subgroups = pd.read_csv(out / "subgroups.csv")
     assert set(subgroups["variable"]) == {"sex", "cohort"}  # race and education are absent from the files
     assert (subgroups.groupby(["model", "variable"])["n"].sum() == 80).all()
-    for png in ("reliability.png", "perplexity_by_subgroup.png"):
+    for png in ("perplexity.png", "reliability.png", "perplexity_by_subgroup.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
 
     (run_dir,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
@@ -75,26 +76,27 @@ def test_evaluate_command_writes_tables_plots_and_wandb_run(tmp_path, monkeypatc
     media = run_dir / "files" / "media"
     (metrics_json,) = media.glob("table/evaluation/metrics_*.table.json")
     logged = json.loads(metrics_json.read_text())
-    assert logged["columns"][:2] == ["model", "n_transitions"] and [row[0] for row in logged["data"]] == ["weak", "sharp"]
+    assert logged["columns"][:3] == ["model", "run", "n_transitions"] and [row[0] for row in logged["data"]] == ["weak", "sharp"]
     assert list(media.glob("table/evaluation/subgroups_*.table.json"))
     images = {p.name.split("_0_")[0] for p in media.glob("images/evaluation/*.png")}
-    assert images == {"reliability", "perplexity_by_subgroup"}
+    assert images == {"perplexity", "reliability", "perplexity_by_subgroup"}
 
 
-def test_evaluate_command_names_models_and_rejects_bad_files(tmp_path):
+def test_evaluate_names_models_by_run_and_rejects_bad_files(tmp_path):
     for i in range(2):
-        write_predictions(tmp_path / f"run{i}.parquet", "markov", 2.0, covariates=False, seed=i)
-    table = evaluate_command(sorted(tmp_path.glob("run*.parquet")), tmp_path / "out", split=None)
-    assert list(table.index) == ["markov (run0.parquet)", "markov (run1.parquet)"]
+        (tmp_path / f"run{i}").mkdir()
+        write_predictions(tmp_path / f"run{i}/p.parquet", "markov", 2.0, covariates=False)
+    table = evaluate(sorted(tmp_path.glob("run*/p.parquet")), tmp_path / "out", split=None)
+    assert list(table.index) == ["run0", "run1"]  # one model name twice: the run directories tell them apart
     assert (table["n_transitions"] == 120).all()
     assert pd.read_csv(tmp_path / "out" / "subgroups.csv").empty
 
     with pytest.raises(InputError, match="not found"):
-        evaluate_command([tmp_path / "missing.parquet"], tmp_path / "out")
-    pred = Predictions.read(tmp_path / "run0.parquet")
+        evaluate([tmp_path / "missing.parquet"], tmp_path / "out")
+    pred = Predictions.read(tmp_path / "run0/p.parquet")
     pred.write(tmp_path / "top.parquet", top_k=5)
     with pytest.raises(InputError, match="top_k"):
-        evaluate_command([tmp_path / "top.parquet"], tmp_path / "out", split=None)
+        evaluate([tmp_path / "top.parquet"], tmp_path / "out", split=None)
 
 
 def test_comparison_table_orders_columns_and_write_table_round_trips(tmp_path):

@@ -8,7 +8,7 @@ import wandb
 from test_report import write_predictions
 from wandb_records import offline_runs
 
-from lit_career.evaluation.report import evaluate_command
+from lit_career.evaluation.evaluate import evaluate
 from lit_career.runs.lightning_cli import LitCareerCLI
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
@@ -60,7 +60,7 @@ def test_evaluation_run_holds_tables_and_plots(tmp_path, monkeypatch):
     paths = [tmp_path / f"{name}.parquet" for name in ("weak", "sharp")]
     for path, sharpness in zip(paths, (0.5, 6.0), strict=True):
         write_predictions(path, path.stem, sharpness)
-    evaluate_command(paths, tmp_path / "report", wandb=True)
+    evaluate(paths, tmp_path / "report", wandb=True)
 
     (run,) = offline_runs(tmp_path / "wandb")
     row = next(row for row in run.history if any(key.startswith("evaluation/") for key in row))
@@ -68,9 +68,10 @@ def test_evaluation_run_holds_tables_and_plots(tmp_path, monkeypatch):
     assert logged == {
         "evaluation/metrics": "table-file",
         "evaluation/subgroups": "table-file",
+        "evaluation/perplexity": "image-file",
         "evaluation/reliability": "image-file",
         "evaluation/perplexity_by_subgroup": "image-file",
     }
     assert row["evaluation/metrics/nrows"] == 2  # one row per model
-    for name in ("reliability", "perplexity_by_subgroup"):  # the PNGs themselves are in the run's files
+    for name in ("perplexity", "reliability", "perplexity_by_subgroup"):  # the PNGs themselves are in the run's files
         assert row[f"evaluation/{name}/path"] in run.files

@@ -1,9 +1,6 @@
-"""Evaluation report: one table row per model, Markdown/CSV files, PNG plots and optional W&B logging.
-
-``python -m lit_career evaluate`` runs :func:`evaluate_command` on prediction Parquet files written by
-``predict`` (see :mod:`lit_career.panel.predictions`); every file is scored by
-:mod:`lit_career.evaluation.metrics`. Plots use matplotlib's object API (``Figure``, rendered by Agg),
-so no GUI backend or pyplot state is involved.
+"""The pieces of the evaluation report (:mod:`lit_career.evaluation.evaluate`): one table row per model,
+Markdown/CSV files, PNG plots and W&B logging. Plots use matplotlib's object API (``Figure``, rendered by
+Agg), so no GUI backend or pyplot state is involved.
 """
 
 from __future__ import annotations
@@ -17,11 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lit_career.errors import InputError
 from lit_career.evaluation.metrics import (
     SUBGROUPS,
-    evaluate_predictions,
-    reliability_curve,
     subgroup_perplexity,
 )
 from lit_career.panel.predictions import Predictions
@@ -44,48 +38,13 @@ COLUMN_ORDER = (
 )
 
 
-def evaluate_command(
-    predictions: list[Path],
-    out_dir: Path = Path("outputs/evaluation"),
-    split: str | None = "test",
-    wandb: bool = False,
-    wandb_project: str = "lit_career",
-) -> pd.DataFrame:
-    """Score prediction files (one row per model), print the table and write ``metrics.md``/``.csv``,
-    ``subgroups.csv``, ``reliability.png`` and ``perplexity_by_subgroup.png`` under ``out_dir``.
-
-    Args:
-        predictions: Parquet files written by ``predict`` with the full distribution.
-        out_dir: Folder for the table and plots.
-        split: Evaluate only transitions of this split (``None``: all of them).
-        wandb: Also log the tables and plots to a W&B run (``WANDB_MODE=offline`` is honored).
-        wandb_project: W&B project of that run.
-    """
-    models = _read_all(predictions)
-    table = comparison_table({name: evaluate_predictions(pred, split=split) for name, pred in models.items()})
-    subgroups = subgroup_table(models, split)
-    curves = {
-        (name, task): reliability_curve(pred, task=task, split=split)
-        for name, pred in models.items()
-        for task in ("top_label", "switch")
-    }
-    out_dir = Path(out_dir)
-    markdown, _ = write_table(table, out_dir, "metrics")
-    print(markdown.read_text(), end="")
-    subgroups.to_csv(out_dir / "subgroups.csv", index=False)
-    images = {
-        "reliability": save_figure(reliability_figure(curves), out_dir / "reliability.png"),
-        "perplexity_by_subgroup": save_figure(subgroup_figure(subgroups), out_dir / "perplexity_by_subgroup.png"),
-    }
-    if wandb:
-        log_to_wandb({"metrics": table.reset_index(), "subgroups": subgroups}, images, wandb_project)
-    return table
-
-
 def subgroup_table(models: Mapping[str, Predictions], split: str | None) -> pd.DataFrame:
     """Long table of :func:`subgroup_perplexity` for every model and every variable its table has."""
     frames = [
-        subgroup_perplexity(pred, by, split=split).rename_axis("group").reset_index().assign(model=name, variable=by)
+        subgroup_perplexity(pred, by, split=split)
+        .rename_axis("group")
+        .reset_index()
+        .assign(model=name, variable=by)
         for name, pred in models.items()
         for by, column in SUBGROUPS.items()
         if column in pred.table
@@ -132,7 +91,9 @@ def reliability_figure(curves: Mapping[tuple[str, str], pd.DataFrame]) -> Figure
             if curve_task == task:
                 filled = curve[curve["count"] > 0]
                 ax.plot(filled["confidence"], filled["accuracy"], marker="o", label=model)
-        ax.set(title=title, xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+        ax.set(
+            title=title, xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1)
+        )
         ax.legend(fontsize="small")
     return fig
 
@@ -173,23 +134,3 @@ def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path],
         payload = {f"evaluation/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
         payload |= {f"evaluation/{name}": wandb.Image(str(path)) for name, path in images.items()}
         run.log(payload)
-
-
-def _read_all(paths: list[Path]) -> dict[str, Predictions]:
-    """Read every file; models sharing a name are told apart by their file name."""
-    if not paths:
-        raise InputError("no prediction files given")
-    loaded = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise InputError("prediction file not found", file=str(path))
-        try:
-            loaded.append((path, Predictions.read(path)))
-        except ValueError as err:
-            raise InputError(str(err), file=str(path)) from err
-    names = [pred.model for _, pred in loaded]
-    out = {}
-    for path, pred in loaded:
-        name = pred.model if names.count(pred.model) == 1 else f"{pred.model} ({path.name})"
-        out[name] = pred
-    return out

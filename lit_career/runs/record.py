@@ -16,7 +16,7 @@ RECORD_VERSION = 1
 
 @dataclass
 class RowRecord:
-    """The settings, sizes, times and metrics of a finished row (``compare`` and the README read these)."""
+    """The settings, sizes, times and metrics of a finished row (``evaluate`` and the README read these)."""
 
     model: str
     """Row name."""

@@ -9,7 +9,7 @@ the same transitions. The oracle (synthetic sources only) gives the world's exac
 nothing.
 
 A row folder holds ``predictions_valid.parquet``, ``predictions_test.parquet`` and ``metrics.json``
-(:class:`~lit_career.runs.record.RowRecord`); ``python -m lit_career compare`` collects them.
+(:class:`~lit_career.runs.record.RowRecord`); ``python -m lit_career evaluate`` collects them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""``python -m lit_career compare``: one table of finished runs, scored on the same transitions.
+"""``python -m lit_career evaluate``: one table of finished runs scored on the same transitions, with plots.
 
 Each run is a run directory (holding one ``predictions_<split>.parquet``, directly or below it) or a
 prediction file; globs are expanded. A row is named by the model name stored in the file, or, when two
 runs share it, by the run directory's name. Every row must score exactly the same transitions
 (person, year, realized state) of the split; otherwise the first run that differs is named. Metrics
 come from :func:`~lit_career.evaluation.metrics.evaluate_predictions`; a run's ``metrics.json`` (written
-by ``python -m lit_career baseline``) adds its size and timing columns.
+by ``python -m lit_career row``) adds its size and timing columns.
 
 Each row is also set against a reference row (by default the CAREER row): ``ppl_ratio`` is its
 ``ppl_all`` over the reference's, ``ratio_lo``/``ratio_hi`` a 95% interval from a paired bootstrap over
@@ -24,8 +24,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lit_career.errors import InputError
-from lit_career.evaluation.metrics import evaluate_predictions, select_split
-from lit_career.evaluation.report import comparison_table, log_to_wandb, save_figure, write_table
+from lit_career.evaluation.metrics import evaluate_predictions, reliability_curve, select_split
+from lit_career.evaluation.report import (
+    comparison_table,
+    log_to_wandb,
+    reliability_figure,
+    save_figure,
+    subgroup_figure,
+    subgroup_table,
+    write_table,
+)
 from lit_career.panel.predictions import Predictions
 
 TRANSITION_KEY = ["person_id", "year", "state"]
@@ -33,23 +41,25 @@ RUN_INFO = ("parameters", "epochs", "fit_seconds")
 """Columns taken from a run's ``metrics.json`` when present."""
 
 
-def compare(
+def evaluate(
     runs: list[Path],
-    out_dir: Path = Path("outputs/compare"),
-    split: str = "test",
+    out_dir: Path = Path("outputs/evaluation"),
+    split: str | None = "test",
     wandb: bool = False,
     wandb_project: str = "lit_career",
     reference: str | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Score finished runs on one split and write ``compare.md``, ``compare.csv`` and ``perplexity.png``.
+    """Score finished runs on one split and write, under ``out_dir``, the table ``metrics.md``/``.csv``,
+    ``subgroups.csv`` and the plots ``perplexity.png``, ``reliability.png``, ``perplexity_by_subgroup.png``.
 
     Args:
         runs: run directories or prediction files (globs allowed).
-        out_dir: folder for the table and the plot.
-        split: split whose transitions are scored (``test`` or ``valid``).
-        wandb: also log the table and the plot to a W&B run (``WANDB_MODE=offline`` is honored).
+        out_dir: folder for the tables and plots.
+        split: split whose transitions are scored (``test`` or ``valid``; ``None``: every transition of
+            prediction files).
+        wandb: also log the tables and plots to a W&B run (``WANDB_MODE=offline`` is honored).
         wandb_project: W&B project of that run.
         reference: row the perplexity ratios are taken to; ``None``: the CAREER row (``career``, else
             the first row whose name starts with ``career``), and no ratio columns when there is none.
@@ -64,9 +74,29 @@ def compare(
     loaded = [(path, _read(path, split)) for _, path in found]
     check_same_transitions(loaded)
     names = _row_names([run for run, _ in found], [pred.model for _, pred in loaded])
+    models = {name: pred for name, (_, pred) in zip(names, loaded, strict=True)}
+    table = _metrics_table(found, models)
     ref = reference_row(names, reference)
+    if ref is not None:
+        table = _with_ratios(table, loaded, ref, bootstrap, seed)
+    out_dir = Path(out_dir)
+    markdown, _ = write_table(table, out_dir, "metrics")
+    if ref is not None:
+        note = f"ppl_ratio: ppl_all over {names[ref]}'s; 95% interval from {bootstrap} paired bootstrap"
+        markdown.write_text(f"{markdown.read_text()}\n{note} resamples of persons (seed {seed}).\n")
+    print(markdown.read_text(), end="")
+    subgroups = subgroup_table(models, None)
+    subgroups.to_csv(out_dir / "subgroups.csv", index=False)
+    images = _plots(table, models, subgroups, split, out_dir)
+    if wandb:
+        log_to_wandb({"metrics": table.reset_index(), "subgroups": subgroups}, images, wandb_project)
+    return table
+
+
+def _metrics_table(found: list[tuple[Path, Path]], models: dict[str, Predictions]) -> pd.DataFrame:
+    """One row per model: its metrics, the run's size and timing from ``metrics.json``, and the run."""
     rows = {}
-    for (run, _), (_, pred), name in zip(found, loaded, names, strict=True):
+    for (run, _), (name, pred) in zip(found, models.items(), strict=True):
         info = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         rows[name] = {
             **evaluate_predictions(pred),
@@ -79,23 +109,34 @@ def compare(
                 [v if np.isnan(v) else int(v) for v in table[column]], table.index, object
             )
     table.insert(0, "run", [str(run) for run, _ in found])
-    if ref is not None:
-        table = _with_ratios(table, loaded, ref, bootstrap, seed)
-    out_dir = Path(out_dir)
-    markdown, _ = write_table(table, out_dir, "compare")
-    if ref is not None:
-        note = f"ppl_ratio: ppl_all over {names[ref]}'s; 95% interval from {bootstrap} paired bootstrap"
-        markdown.write_text(f"{markdown.read_text()}\n{note} resamples of persons (seed {seed}).\n")
-    print(markdown.read_text(), end="")
-    image = save_figure(perplexity_figure(table, split), out_dir / "perplexity.png")
-    if wandb:
-        log_to_wandb({"compare": table.reset_index()}, {"perplexity": image}, wandb_project)
     return table
 
 
-def prediction_files(runs: list[Path], split: str) -> list[tuple[Path, Path]]:
+def _plots(
+    table: pd.DataFrame,
+    models: dict[str, Predictions],
+    subgroups: pd.DataFrame,
+    split: str | None,
+    out_dir: Path,
+) -> dict[str, Path]:
+    """Perplexity bars, reliability diagrams and perplexity by subgroup, saved as PNGs under ``out_dir``."""
+    curves = {
+        (name, task): reliability_curve(pred, task=task)
+        for name, pred in models.items()
+        for task in ("top_label", "switch")
+    }
+    return {
+        "perplexity": save_figure(perplexity_figure(table, split), out_dir / "perplexity.png"),
+        "reliability": save_figure(reliability_figure(curves), out_dir / "reliability.png"),
+        "perplexity_by_subgroup": save_figure(
+            subgroup_figure(subgroups), out_dir / "perplexity_by_subgroup.png"
+        ),
+    }
+
+
+def prediction_files(runs: list[Path], split: str | None) -> list[tuple[Path, Path]]:
     """(run directory, prediction file) of each run: a file (its folder is the run directory), or a run
-    directory and its ``predictions_<split>.parquet``."""
+    directory and its ``predictions_<split>.parquet`` (a split is needed to find it)."""
     files = []
     for pattern in map(str, runs):
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
@@ -104,6 +145,8 @@ def prediction_files(runs: list[Path], split: str) -> list[tuple[Path, Path]]:
         for path in map(Path, matches):
             if path.is_file():
                 files.append((path.parent, path))
+            elif path.is_dir() and split is None:
+                raise InputError("a run directory needs a split to find its predictions", file=str(path))
             elif path.is_dir():
                 found = [path / f"predictions_{split}.parquet"]
                 found = found if found[0].is_file() else sorted(path.rglob(f"predictions_{split}.parquet"))
@@ -166,7 +209,7 @@ def paired_bootstrap(
     return pd.DataFrame({"ppl_ratio": np.exp(diff.mean(axis=1)), "ratio_lo": lo, "ratio_hi": hi})
 
 
-def perplexity_figure(table: pd.DataFrame, split: str) -> Figure:
+def perplexity_figure(table: pd.DataFrame, split: str | None) -> Figure:
     """Grouped bars: perplexity over all transitions, movers and stayers, one group per model (log scale)."""
     columns = {"ppl_all": "all", "ppl_movers": "movers", "ppl_stayers": "stayers"}
     fig = Figure(figsize=(max(6.0, 1.2 * len(table) + 2), 4.5), layout="constrained")
@@ -177,12 +220,16 @@ def perplexity_figure(table: pd.DataFrame, split: str) -> Figure:
         bars = ax.bar(x + (i - 1) * width, table[column], width, label=label)
         ax.bar_label(bars, fmt="%.3g", fontsize="x-small")
     ax.set_xticks(x, table.index, rotation=30, ha="right")
-    ax.set(yscale="log", ylabel="perplexity (log scale)", title=f"Perplexity on the {split} split")
+    ax.set(
+        yscale="log",
+        ylabel="perplexity (log scale)",
+        title=f"Perplexity on the {split} split" if split else "Perplexity",
+    )
     ax.legend(fontsize="small")
     return fig
 
 
-def _read(path: Path, split: str) -> Predictions:
+def _read(path: Path, split: str | None) -> Predictions:
     try:
         return select_split(Predictions.read(path), split)
     except (ValueError, OSError) as err:
