@@ -20,7 +20,9 @@ def main(repeats: int = 3) -> None:
         texts, transitions = render_panel(panel)
         timings.append((loaded - start, time.perf_counter() - loaded))
     load, render = min(timings, key=sum)
-    raw_rows = len(panel.records) + sum(v for k, v in panel.removed.items() if k != "persons left without records")
+    raw_rows = len(panel.records) + sum(
+        v for k, v in panel.removed.items() if k != "persons left without records"
+    )
     body = (
         f"Bundled NLSY79: {raw_rows:,} raw person-year rows → {len(panel.records):,} records, "
         f"{len(texts):,} resumes, {len(transitions):,} transitions.\n\n"

@@ -43,7 +43,9 @@ def main() -> None:
             rates = switch_rates_by_age(pop.panel)
     sample = world.sample("survey", 1000, seed=7).panel
     _, wall, cpu = timed(lambda: oracle_log_probs(world, sample))
-    rows.append(("oracle, 8 latent types filtered (1,000 survey workers)", f"{len(sample.records):,}", wall, cpu))
+    rows.append(
+        ("oracle, 8 latent types filtered (1,000 survey workers)", f"{len(sample.records):,}", wall, cpu)
+    )
     table = ["| step | person-years | wall s | CPU s | person-years per CPU s |", "|---|---:|---:|---:|---:|"]
     for what, n, wall, cpu in rows:
         rate = f"{int(n.replace(',', '')) / cpu:,.0f}" if n != "-" else "-"

@@ -67,11 +67,23 @@ def llama_1b_folder() -> Path:
     folder = WORK / ("llama-smoke" if SMOKE else "llama-3.2-1b-shape")
     if (folder / "config.json").exists():
         return folder
-    shape = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                 num_key_value_heads=8, vocab_size=128256)
+    shape = dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    )
     if SMOKE:
-        shape = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=4096)
+        shape = dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=4096,
+        )
     config = LlamaConfig(**shape, max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500000.0)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -128,16 +140,27 @@ def train_once(folder: Path, mode: str, seq: int, batch: int, steps: int, warmup
     from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
 
     module = CausalLMFineTuner(
-        base_model=str(folder), mode=mode, compute_dtype="bfloat16", gradient_checkpointing=True,
+        base_model=str(folder),
+        mode=mode,
+        compute_dtype="bfloat16",
+        gradient_checkpointing=True,
         loss_chunk_size=1024,  # as configs/fit/model/qlora_llama*.yaml: the 128k-vocabulary logits never whole
-        lora=LoraSettings(r=16, alpha=32, dropout=0.0), export_dir=str(WORK / "unused_export"),
+        lora=LoraSettings(r=16, alpha=32, dropout=0.0),
+        export_dir=str(WORK / "unused_export"),
     )
     module.on_fit_end = lambda: None  # no export in a benchmark
     timer = StepTimer()
     trainer = Trainer(
-        accelerator="auto", devices=1, precision="bf16-mixed", max_steps=steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer.callback], num_sanity_val_steps=0,
+        accelerator="auto",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer.callback],
+        num_sanity_val_steps=0,
     )
     if DEVICE.type == "cuda":
         torch.cuda.empty_cache()
@@ -149,9 +172,15 @@ def train_once(folder: Path, mode: str, seq: int, batch: int, steps: int, warmup
     losses = timer.losses
     del module, trainer
     return {
-        "mode": mode, "seq": seq, "batch": batch, "peak_gib": peak, "step_s": step,
-        "tokens_per_s": batch * seq / step, "nan": any(math.isnan(x) for x in losses),
-        "first_loss": losses[0], "last_loss": losses[-1],
+        "mode": mode,
+        "seq": seq,
+        "batch": batch,
+        "peak_gib": peak,
+        "step_s": step,
+        "tokens_per_s": batch * seq / step,
+        "nan": any(math.isnan(x) for x in losses),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
     }
 
 
@@ -201,7 +230,9 @@ def nlsy79_resumes(tokenizer, n: int) -> list[tuple[list[int], list[int]]]:
     for k, text in enumerate(texts["text"]):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         rows = transitions[transitions["resume"] == k]
-        spans = token_spans(np.asarray(enc["offset_mapping"]), rows["prompt_end"].to_numpy(), rows["target_end"].to_numpy())
+        spans = token_spans(
+            np.asarray(enc["offset_mapping"]), rows["prompt_end"].to_numpy(), rows["target_end"].to_numpy()
+        )
         out.append((enc["input_ids"], [int(s) for s in spans[0]]))
     return out
 
@@ -221,7 +252,9 @@ def stage_scorer() -> dict:
     for dtype in (torch.float32, torch.bfloat16):
         torch.backends.cuda.matmul.allow_tf32 = False
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(DEVICE)
-        scorer = ClosedSetScorer(model, tokenizer, candidates, chunk_size=4096 if DEVICE.type == "cuda" else 256)
+        scorer = ClosedSetScorer(
+            model, tokenizer, candidates, chunk_size=4096 if DEVICE.type == "cuda" else 256
+        )
         ids, bounds = resumes[0]
         few = bounds[-1:]  # naive reference on one year: 347 forwards
         sync()
@@ -270,7 +303,9 @@ def occupation_ppl(module, corpus, resumes: int) -> tuple[float, int]:
     from lit_career.llm.scoring import ClosedSetScorer, normalize
 
     candidates = [" " + t for t in corpus.template.targets()]
-    scorer = ClosedSetScorer(module.model, corpus.tokenizer, candidates, chunk_size=4096 if DEVICE.type == "cuda" else 256)
+    scorer = ClosedSetScorer(
+        module.model, corpus.tokenizer, candidates, chunk_size=4096 if DEVICE.type == "cuda" else 256
+    )
     transitions = corpus.transitions("valid")
     token_ids = corpus.token_ids("valid")
     nll = []
@@ -299,23 +334,36 @@ def stage_finetune() -> dict:
     seed_everything(0)
     t0 = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - t0:6.1f} s] {what}", flush=True)  # noqa: E731
-    corpus = ResumeCorpus(tokenizer=source, batch_size=16, max_persons=300 if SMOKE else None,
-                          cache_dir=str(WORK / "corpus"))
+    corpus = ResumeCorpus(
+        tokenizer=source, batch_size=16, max_persons=300 if SMOKE else None, cache_dir=str(WORK / "corpus")
+    )
     corpus.prepare_data()
     corpus.setup("fit")
     log("corpus tokenized")
     module = CausalLMFineTuner(
-        base_model=source, mode="qlora", compute_dtype="bfloat16" if DEVICE.type == "cuda" else "float32",
-        lora=LoraSettings(r=16, alpha=32, dropout=0.05), warmup_steps=20,
+        base_model=source,
+        mode="qlora",
+        compute_dtype="bfloat16" if DEVICE.type == "cuda" else "float32",
+        lora=LoraSettings(r=16, alpha=32, dropout=0.05),
+        warmup_steps=20,
         optimizer=lambda params: torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0),
         export_dir=str(WORK / "adapter"),
     )
     timer = StepTimer()
     trainer = Trainer(
-        accelerator="auto", devices=1, precision="bf16-mixed" if DEVICE.type == "cuda" else "32-true",
-        max_steps=steps, max_time={"seconds": 20 if SMOKE else 75}, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer.callback],
-        limit_val_batches=20, check_val_every_n_epoch=1000, num_sanity_val_steps=0,
+        accelerator="auto",
+        devices=1,
+        precision="bf16-mixed" if DEVICE.type == "cuda" else "32-true",
+        max_steps=steps,
+        max_time={"seconds": 20 if SMOKE else 75},
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer.callback],
+        limit_val_batches=20,
+        check_val_every_n_epoch=1000,
+        num_sanity_val_steps=0,
     )
     module.trainer = trainer  # configure_model places the base on the trainer's device
     module.configure_model()
@@ -332,10 +380,17 @@ def stage_finetune() -> dict:
     step = sorted(timer.times[5:] or timer.times)[len(timer.times[5:] or timer.times) // 2]
     result = {
         "base": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized, then NF4)" if not SMOKE else "tiny",
-        "steps": trainer.global_step, "batch": 16, "step_s": step, "train_loss_first": timer.losses[0],
-        "train_loss_last": timer.losses[-1], "nan": any(math.isnan(x) for x in timer.losses),
-        "val_token_ppl": val.get("val/ppl"), "val_occupation_ppl_before": before,
-        "val_occupation_ppl_after": after, "val_transitions": n, "val_resumes": resumes,
+        "steps": trainer.global_step,
+        "batch": 16,
+        "step_s": step,
+        "train_loss_first": timer.losses[0],
+        "train_loss_last": timer.losses[-1],
+        "nan": any(math.isnan(x) for x in timer.losses),
+        "val_token_ppl": val.get("val/ppl"),
+        "val_occupation_ppl_before": before,
+        "val_occupation_ppl_after": after,
+        "val_transitions": n,
+        "val_resumes": resumes,
         "setup_s": setup_s,
     }
     print(json.dumps(result), flush=True)
@@ -344,8 +399,7 @@ def stage_finetune() -> dict:
         f"{result['steps']} steps of batch 16 (median {step * 1000:.0f} ms/step), train loss "
         f"{result['train_loss_first']:.3f} → {result['train_loss_last']:.3f}, NaN: {result['nan']}.",
         "",
-        "| | next-occupation perplexity (closed set, first "
-        f"{resumes} validation resumes, {n} transitions) |",
+        f"| | next-occupation perplexity (closed set, first {resumes} validation resumes, {n} transitions) |",
         "|---|---|",
         f"| off-the-shelf | {before:.2f} |",
         f"| fine-tuned | {after:.2f} |",
@@ -362,8 +416,12 @@ def main(stages: list[str]) -> None:
     for stage in stages:
         start = time.perf_counter()
         result = {"memory": stage_memory, "scorer": stage_scorer, "finetune": stage_finetune}[stage]()
-        result.update(card=card(), seconds=time.perf_counter() - start, date=time.strftime("%Y-%m-%d"),
-                      torch=torch.__version__)
+        result.update(
+            card=card(),
+            seconds=time.perf_counter() - start,
+            date=time.strftime("%Y-%m-%d"),
+            torch=torch.__version__,
+        )
         (OUT / f"gpu_{stage}.json").write_text(json.dumps(result, indent=1, default=str))
         (OUT / f"gpu_{stage}.md").write_text(result["markdown"] + "\n")
         print(f"== {stage}: {result['seconds']:.0f} s\n{result['markdown']}", flush=True)

@@ -22,7 +22,11 @@ def machine() -> str:
 
 def write_section(title: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section ``## title`` of the results file with ``body``."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n"
+    )
     section = f"## {title}\n\n{body.strip()}\n\n_Machine: {machine()}_\n\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section

@@ -6,7 +6,9 @@ from __future__ import annotations
 class InputError(ValueError):
     """A problem with user data. ``str(err)`` is the one-line message the CLI prints."""
 
-    def __init__(self, message: str, *, file: str | None = None, row: int | None = None, column: str | None = None):
+    def __init__(
+        self, message: str, *, file: str | None = None, row: int | None = None, column: str | None = None
+    ):
         self.message, self.file, self.row, self.column = message, file, row, column
         where = [str(file) if file is not None else None]
         if row is not None:

@@ -14,4 +14,3 @@ def two_stage_log_probs(logits: Tensor, stay_logit: Tensor, prev: Tensor) -> Ten
     move = logits.scatter(-1, index, float("-inf")).log_softmax(-1) + F.logsigmoid(-stay_logit).unsqueeze(-1)
     move = move.scatter(-1, index, F.logsigmoid(stay_logit).unsqueeze(-1))
     return torch.where((prev >= 0).unsqueeze(-1), move, logits.log_softmax(-1))
-

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +16,9 @@ V = len(vocabulary())
 TINY = dict(SIZES["tiny"], dropout=0.0, max_len=16, lr=1e-2, warmup=50)
 
 
-def alternating_panel(persons: int, seed: int, length: int = 8, prefix: str = "p", pool: int = 30) -> CareerPanel:
+def alternating_panel(
+    persons: int, seed: int, length: int = 8, prefix: str = "p", pool: int = 30
+) -> CareerPanel:
     """Each person alternates between two random occupations: the job two years back always returns."""
     rng = np.random.default_rng(seed)
     rows, people = [], {}
@@ -26,8 +27,14 @@ def alternating_panel(persons: int, seed: int, length: int = 8, prefix: str = "p
         a, b = rng.choice(pool, size=2, replace=False)
         start = int(rng.integers(1980, 1990))
         for t in range(length):
-            rows.append((pid, start + t, int(a if t % 2 == 0 else b), "high_school" if t < 3 else "bachelors"))
-        people[pid] = {"birth_year": int(rng.integers(1955, 1965)), "sex": rng.choice(["female", "male"]), "race": "x"}
+            rows.append(
+                (pid, start + t, int(a if t % 2 == 0 else b), "high_school" if t < 3 else "bachelors")
+            )
+        people[pid] = {
+            "birth_year": int(rng.integers(1955, 1965)),
+            "sex": rng.choice(["female", "male"]),
+            "race": "x",
+        }
     records = pd.DataFrame(rows, columns=["person_id", "year", "state", "education"])
     return make_panel(records, pd.DataFrame.from_dict(people, orient="index"), "alternating")
 
@@ -128,8 +135,17 @@ def test_causal_masking_and_covariates_at_t():
 
 def test_learns_that_the_job_two_years_back_returns(tmp_path):
     train, valid, test = (alternating_panel(n, seed=s) for n, s in ((400, 10), (60, 11), (100, 12)))
-    fit = pretrain_then_finetune(None, train, valid, "tiny", out_dir=tmp_path, max_epochs=25, patience=3, batch_size=32,
-                                 **{k: v for k, v in TINY.items() if k not in SIZES["tiny"]})
+    fit = pretrain_then_finetune(
+        None,
+        train,
+        valid,
+        "tiny",
+        out_dir=tmp_path,
+        max_epochs=25,
+        patience=3,
+        batch_size=32,
+        **{k: v for k, v in TINY.items() if k not in SIZES["tiny"]},
+    )
     assert fit.pretrained is None
     predictions = predict_panel(fit.model, test)
     predictions.check_normalized()
@@ -145,8 +161,17 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
     pretrain = alternating_panel(300, seed=20, prefix="r")
     train, valid = alternating_panel(40, seed=21), alternating_panel(20, seed=22)
     extra = {k: v for k, v in TINY.items() if k not in SIZES["tiny"]}
-    fit = pretrain_then_finetune(pretrain, train, valid, "tiny", out_dir=tmp_path, max_epochs=2, pretrain_max_epochs=15,
-                                 batch_size=32, **extra)
+    fit = pretrain_then_finetune(
+        pretrain,
+        train,
+        valid,
+        "tiny",
+        out_dir=tmp_path,
+        max_epochs=2,
+        pretrain_max_epochs=15,
+        batch_size=32,
+        **extra,
+    )
     assert fit.pretrained is not None
     vocab = fit.model.hparams.covariate_vocab
     assert set(vocab["year"]) >= set(build_covariate_vocab([pretrain])["year"])  # pretraining values kept
@@ -156,7 +181,9 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
     to_pre = sum((tuned[k] - pre[k]).norm() ** 2 for k in tuned) ** 0.5
     to_fresh = sum((tuned[k] - fresh[k]).norm() ** 2 for k in tuned) ** 0.5
     assert to_pre < 0.5 * to_fresh
-    scratch = pretrain_then_finetune(None, train, valid, "tiny", out_dir=tmp_path / "scratch", max_epochs=2, batch_size=32, **extra)
+    scratch = pretrain_then_finetune(
+        None, train, valid, "tiny", out_dir=tmp_path / "scratch", max_epochs=2, batch_size=32, **extra
+    )
     test = alternating_panel(50, seed=23)
     transferred = -predict_panel(fit.model, test).realized_log_prob().mean()
     assert transferred < -predict_panel(scratch.model, test).realized_log_prob().mean() - 1.0
@@ -168,7 +195,12 @@ def test_pretraining_on_resumes_helps_a_small_survey(tmp_path):
     survey = assign_splits(generate_population("survey", persons=500, seed=0), seed=0)
     train, valid, test = (survey.split(name) for name in ("train", "valid", "test"))
     args = dict(max_epochs=20, lr=3e-3, warmup=50)
-    fit = pretrain_then_finetune(resume, train, valid, "tiny", out_dir=tmp_path / "pre", pretrain_max_epochs=10, **args)
+    fit = pretrain_then_finetune(
+        resume, train, valid, "tiny", out_dir=tmp_path / "pre", pretrain_max_epochs=10, **args
+    )
     scratch = pretrain_then_finetune(None, train, valid, "tiny", out_dir=tmp_path / "scratch", **args)
-    nll = {name: -predict_panel(m, test).realized_log_prob().mean() for name, m in (("pre", fit.model), ("scratch", scratch.model))}
+    nll = {
+        name: -predict_panel(m, test).realized_log_prob().mean()
+        for name, m in (("pre", fit.model), ("scratch", scratch.model))
+    }
     assert nll["pre"] < nll["scratch"] - 0.05

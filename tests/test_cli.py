@@ -129,8 +129,6 @@ def test_smollm2_demo_fits_exports_and_reloads(tmp_path, monkeypatch):
     assert cli.model.base_model == cli.datamodule.tokenizer_source == "smollm2-135m"
     assert cli.trainer.global_step == 2 and cli.trainer.callback_metrics["val/ppl"] > 1
 
-    reloaded = PeftModel.from_pretrained(
-        load_causal_lm("smollm2-135m"), tmp_path / "runs" / "adapter"
-    )
+    reloaded = PeftModel.from_pretrained(load_causal_lm("smollm2-135m"), tmp_path / "runs" / "adapter")
     batch = next(iter(cli.datamodule.val_dataloader()))
     assert torch.equal(eval_logits(reloaded, batch), eval_logits(cli.model.model, batch))

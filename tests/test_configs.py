@@ -70,12 +70,17 @@ class ParseOnly(LitCareerCLI):
 def parse_row(path: Path, written: dict) -> None:
     spec = load_row(path)
     assert_contains(json.loads(json.dumps(asdict(spec), default=str)), written, "")
-    assert spec.out_dir == Path("outputs/experiments") / spec.dataset / spec.name == Path(
-        "outputs/experiments", *path.relative_to(CONFIGS / "rows").with_suffix("").parts
+    assert (
+        spec.out_dir
+        == Path("outputs/experiments") / spec.dataset / spec.name
+        == Path("outputs/experiments", *path.relative_to(CONFIGS / "rows").with_suffix("").parts)
     )
     if spec.lm is not None:  # each stage's config takes the row's settings over it
         data = {f"data.init_args.{key}": value for key, value in spec.lm.data.items()}
-        for config, overrides in ((spec.lm.finetune, spec.lm.finetune_overrides), (spec.lm.head, spec.lm.head_overrides)):
+        for config, overrides in (
+            (spec.lm.finetune, spec.lm.finetune_overrides),
+            (spec.lm.head, spec.lm.head_overrides),
+        ):
             if config is not None:
                 parse_stage(CONFIGS.parent / config, {**data, **overrides})
 

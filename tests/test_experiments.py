@@ -18,7 +18,11 @@ from lit_career.sources import PanelSource
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "configs" / "rows"
-BASELINE_CONFIGS = sorted(p for p in ROWS.glob("*/*.yaml") if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] != "lm")
+BASELINE_CONFIGS = sorted(
+    p
+    for p in ROWS.glob("*/*.yaml")
+    if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] != "lm"
+)
 MODELS = ("oracle", "markov1", "markov2", "logit", "bag_of_jobs", "career", "career_pretrained")
 SURVEY = PanelSource(kind="synthetic", population="survey", persons=200, seed=0)
 RESUMES = PanelSource(kind="synthetic", population="resume", persons=300, seed=0)
@@ -29,8 +33,15 @@ def run_experiment(model, source, out_dir, pretrain_source=None, split_seed=0, *
     """Run ``model`` on ``source`` into ``out_dir`` (a row named after its folder)."""
     out_dir = Path(out_dir)
     career = CareerArgs(pretrain_source=pretrain_source, **career)
-    spec = RowSpec(name=out_dir.name, dataset=out_dir.parent.name, model=model, source=source or PanelSource(),
-                   split_seed=split_seed, career=career, root=out_dir.parent.parent)
+    spec = RowSpec(
+        name=out_dir.name,
+        dataset=out_dir.parent.name,
+        model=model,
+        source=source or PanelSource(),
+        split_seed=split_seed,
+        career=career,
+        root=out_dir.parent.parent,
+    )
     return run_row(spec)
 
 
@@ -58,8 +69,10 @@ def test_every_model_scores_the_same_transitions_of_each_split(runs):
         assert len(reference) > 100 and (tables["markov1"]["split"] == split).all()
         for model, table in tables.items():
             pd.testing.assert_frame_equal(table[["person_id", "year", "state"]], reference, obj=model)
-    valid, test = (set(Predictions.read(runs["oracle"] / f"predictions_{s}.parquet").table["person_id"])
-                   for s in ("valid", "test"))
+    valid, test = (
+        set(Predictions.read(runs["oracle"] / f"predictions_{s}.parquet").table["person_id"])
+        for s in ("valid", "test")
+    )
     assert not valid & test
 
 
@@ -87,7 +100,9 @@ def test_evaluate_logs_the_table_and_plot_to_wandb(runs, tmp_path, monkeypatch):
     import wandb
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    with wandb.init(project="open", dir=str(tmp_path / "open")):  # a run left open, as a fit's logger leaves it
+    with wandb.init(
+        project="open", dir=str(tmp_path / "open")
+    ):  # a run left open, as a fit's logger leaves it
         table = evaluate([runs["markov1"], runs["oracle"]], tmp_path / "cmp", wandb=True)
     (run,) = tmp_path.glob("wandb/offline-run-*/files/media")  # its own run, under WANDB_DIR
     images = {p.name.split("_0_")[0] for p in run.glob("images/evaluation/*.png")}
@@ -120,7 +135,9 @@ def test_evaluate_names_the_run_scored_on_other_transitions(runs, tmp_path):
 def test_evaluate_tells_apart_runs_of_the_same_model_by_directory(runs, tmp_path):
     copy = tmp_path / "markov1_again"
     copy.mkdir()
-    (copy / "predictions_test.parquet").write_bytes((runs["markov1"] / "predictions_test.parquet").read_bytes())
+    (copy / "predictions_test.parquet").write_bytes(
+        (runs["markov1"] / "predictions_test.parquet").read_bytes()
+    )
     table = evaluate([runs["markov1"], copy], tmp_path / "cmp")
     assert sorted(table.index) == ["markov1", "markov1_again"]
     assert table.loc["markov1", "ppl_all"] == table.loc["markov1_again", "ppl_all"]

@@ -60,7 +60,11 @@ def test_imports_point_down(path):
         if target is None or target == own:
             continue
         if RANK[target] > RANK[own]:
-            wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} (layer {target} is above {own})")
+            wrong.append(
+                f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} (layer {target} is above {own})"
+            )
         elif RANK[target] == RANK[own] and {own, target} <= APART:
-            wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} ({own} and {target} stay apart)")
+            wrong.append(
+                f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} ({own} and {target} stay apart)"
+            )
     assert not wrong, "\n".join(wrong)

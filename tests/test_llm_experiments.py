@@ -17,7 +17,11 @@ from lit_career.sources import PanelSource
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "configs" / "rows"
 FIT_LM = ROOT / "configs" / "fit" / "lm"
-LLM_CONFIGS = sorted(p for p in ROWS.glob("*/*.yaml") if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] == "lm")
+LLM_CONFIGS = sorted(
+    p
+    for p in ROWS.glob("*/*.yaml")
+    if p.parent.name != "plans" and yaml.safe_load(p.read_text())["model"] == "lm"
+)
 LM_PLANS = ("lm_cpu.yaml", "lm_gpu.yaml", "lm_smollm2_cpu.yaml")
 SURVEY = {"kind": "synthetic", "population": "survey", "persons": 200, "seed": 0}
 RESUMES = {"kind": "synthetic", "population": "resume", "persons": 300, "seed": 0}
@@ -25,21 +29,39 @@ RESUMES = {"kind": "synthetic", "population": "resume", "persons": 300, "seed": 
 
 def lm_row(out: Path, head: str, **lm) -> dict:
     """Run an LM row into ``out`` and return its metrics.json."""
-    spec = RowSpec(name=out.name, dataset=out.parent.name, model="lm", root=out.parent.parent,
-                   lm=LMArgs(head=ROOT / "configs/fit/head" / head, **lm))
+    spec = RowSpec(
+        name=out.name,
+        dataset=out.parent.name,
+        model="lm",
+        root=out.parent.parent,
+        lm=LMArgs(head=ROOT / "configs/fit/head" / head, **lm),
+    )
     run_row(spec)
     return json.loads((out / "metrics.json").read_text())
 
 
 def baseline_row(out: Path, source: PanelSource, **kwargs) -> None:
-    run_row(RowSpec(name=out.name, dataset=out.parent.name, model="markov1", source=source, root=out.parent.parent,
-                    **kwargs))
+    run_row(
+        RowSpec(
+            name=out.name,
+            dataset=out.parent.name,
+            model="markov1",
+            source=source,
+            root=out.parent.parent,
+            **kwargs,
+        )
+    )
 
 
 def test_fine_tuned_row_scores_the_baselines_transitions(tmp_path):
     out = tmp_path / "d" / "llm_tiny"
-    info = lm_row(out, "likelihood.yaml", finetune=FIT_LM / "lora_tiny_cpu.yaml",
-                  data={"max_persons": 40, "max_length": 512}, finetune_overrides={"trainer.max_steps": 3})
+    info = lm_row(
+        out,
+        "likelihood.yaml",
+        finetune=FIT_LM / "lora_tiny_cpu.yaml",
+        data={"max_persons": 40, "max_length": 512},
+        finetune_overrides={"trainer.max_steps": 3},
+    )
     assert info["steps"] == 3 and 0 < info["trainable_parameters"] < info["lm_parameters"]
     assert info["parameters"] == info["lm_parameters"] + info["head_parameters"] == info["lm_parameters"] + 1
     # a row that reuses this adapter counts the same LM without loading it
@@ -68,7 +90,9 @@ def test_a_stopped_lm_row_continues_from_its_last_checkpoint(tmp_path, monkeypat
     steps = []
     training_step = CausalLMFineTuner.training_step
     monkeypatch.setattr(
-        CausalLMFineTuner, "training_step", lambda self, *a: steps.append(self.global_step) or training_step(self, *a)
+        CausalLMFineTuner,
+        "training_step",
+        lambda self, *a: steps.append(self.global_step) or training_step(self, *a),
     )
     same = {"model.init_args.schedule": "constant_with_warmup", "model.init_args.lora.dropout": 0.0}
     setup = {"finetune": FIT_LM / "lora_tiny_cpu.yaml", "data": {"max_persons": 40, "max_length": 512}}
@@ -108,14 +132,20 @@ def test_pooled_full_finetune_then_embedding_head_on_the_survey_alone(tmp_path):
 
     survey = PanelSource(**SURVEY)
     baseline_row(tmp_path / "d" / "markov1", survey)
-    table = evaluate([tmp_path / "d" / "markov1", out], out_dir=tmp_path / "evaluation")  # raises unless same transitions
+    table = evaluate(
+        [tmp_path / "d" / "markov1", out], out_dir=tmp_path / "evaluation"
+    )  # raises unless same transitions
     assert set(Predictions.read(out / "predictions_test.parquet").table["source"]) == {survey.load().source}
     assert table.loc["llm_embedding", "n_transitions"] == table.loc["markov1", "n_transitions"]
 
 
 def _sources(spec: RowSpec) -> list[dict]:
     """The sources the head of an LM row is evaluated on (the default is the bundled NLSY79)."""
-    return spec.lm.head_overrides.get("data.init_args.sources") or spec.lm.data.get("sources") or [{"kind": "nlsy79"}]
+    return (
+        spec.lm.head_overrides.get("data.init_args.sources")
+        or spec.lm.data.get("sources")
+        or [{"kind": "nlsy79"}]
+    )
 
 
 @pytest.mark.parametrize("path", LLM_CONFIGS, ids=lambda p: p.name)

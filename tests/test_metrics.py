@@ -82,7 +82,9 @@ def test_switch_and_stay_employed_subtasks(toy):
     # Positive-negative pairs ranked right: .5 > .22, .45 > .22, .15 < .22.
     assert m["n_switch_task"] == 4
     assert m["switch_auc"] == pytest.approx(2 / 3)
-    assert m["switch_nll"] == pytest.approx(-(math.log(0.78) + math.log(0.5) + math.log(0.45) + math.log(0.15)) / 4, rel=1e-5)
+    assert m["switch_nll"] == pytest.approx(
+        -(math.log(0.78) + math.log(0.5) + math.log(0.45) + math.log(0.15)) / 4, rel=1e-5
+    )
     # Employed task: rows whose previous state is an occupation (B's row after no job is excluded).
     # P(employed) = .9, .8 (stayed employed) and .85 (left for not in labor force): one pair of two right.
     assert m["n_employed_task"] == 3
@@ -135,7 +137,9 @@ def test_ece_near_zero_when_calibrated():
     n, k = 20_000, 4
     probs = rng.dirichlet(np.ones(k), size=n)
     realized = (probs.cumsum(1) < rng.random((n, 1))).sum(1)
-    table = pd.DataFrame({"person_id": np.arange(n).astype(str), "year": 2000, "state": realized, "prev_state": -1, "gap": 0})
+    table = pd.DataFrame(
+        {"person_id": np.arange(n).astype(str), "year": 2000, "state": realized, "prev_state": -1, "gap": 0}
+    )
     log_probs = np.full((n, V), -np.inf, np.float32)
     log_probs[:, :k] = np.log(probs)
     assert evaluate_predictions(Predictions(table, log_probs))["ece"] < 0.02
@@ -169,7 +173,10 @@ def test_subgroup_perplexity_counts_and_values(toy):
     assert sex.loc["unknown", "ppl"] == pytest.approx(ppl(0.7, 0.15), rel=1e-5)
     cohort = subgroup_perplexity(toy, "cohort")
     assert cohort["n"].to_dict() == {"1955-1959": 3, "1960-1964": 4}
-    assert subgroup_perplexity(toy, "cohort", cohort_years=10)["n"].to_dict() == {"1950-1959": 3, "1960-1969": 4}
+    assert subgroup_perplexity(toy, "cohort", cohort_years=10)["n"].to_dict() == {
+        "1950-1959": 3,
+        "1960-1969": 4,
+    }
     education = subgroup_perplexity(toy, "education")
     assert education["n"].to_dict() == {"high_school": 2, "some_college": 1, "graduate": 2, "unknown": 2}
 

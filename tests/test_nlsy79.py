@@ -19,12 +19,18 @@ def panel():
 def test_nls_code_policy(raw, panel):
     vocab = vocabulary()
     assert panel.removed["not interviewed (occ1980 = -5)"] == int((raw["occ1980"] == -5).sum())
-    assert panel.removed["occupation missing (occ1980 = -3/-2/-1)"] == int(raw["occ1980"].isin([-3, -2, -1]).sum())
-    merged = raw.merge(panel.records, left_on=[raw["person_id"].astype(str), "year"], right_on=["person_id", "year"])
+    assert panel.removed["occupation missing (occ1980 = -3/-2/-1)"] == int(
+        raw["occ1980"].isin([-3, -2, -1]).sum()
+    )
+    merged = raw.merge(
+        panel.records, left_on=[raw["person_id"].astype(str), "year"], right_on=["person_id", "year"]
+    )
     assert (merged.loc[merged["occ1980"] == -4, "state"] == vocab.special("no_job")).all()
     coded = merged[merged["occ1990dd"].notna()]
     assert (vocab.codes[coded["state"].to_numpy()] == coded["occ1990dd"].astype(int).to_numpy()).all()
-    kept_or_removed = len(panel.records) + sum(v for k, v in panel.removed.items() if k != "persons left without records")
+    kept_or_removed = len(panel.records) + sum(
+        v for k, v in panel.removed.items() if k != "persons left without records"
+    )
     assert kept_or_removed == len(raw)
 
 
@@ -35,8 +41,14 @@ def test_rounds_after_1994_stay_two_years_apart(panel):
 def test_education_levels_from_highest_grade():
     levels = education_from_grade(pd.Series([8, 11, 12, 13, 15, 16, 17, 20, None]))
     assert levels.tolist()[:8] == [
-        "less_than_high_school", "less_than_high_school", "high_school", "some_college",
-        "some_college", "bachelors", "graduate", "graduate",
+        "less_than_high_school",
+        "less_than_high_school",
+        "high_school",
+        "some_college",
+        "some_college",
+        "bachelors",
+        "graduate",
+        "graduate",
     ]
     assert pd.isna(levels.iloc[8])
 

@@ -13,7 +13,9 @@ COLUMNS = ColumnMap(person_id="pid", year="yr", occupation="occ")
 
 
 def test_long_table_with_column_mapping():
-    columns = ColumnMap(person_id="pid", year="yr", occupation="occ", education="edu", birth_year="by", sex="sex", race="race")
+    columns = ColumnMap(
+        person_id="pid", year="yr", occupation="occ", education="edu", birth_year="by", sex="sex", race="race"
+    )
     panel = load_table(FIXTURES / "good" / "long.csv", columns)
     vocab = vocabulary()
     assert panel.records["person_id"].tolist() == ["A", "A", "B", "B"]
@@ -38,18 +40,35 @@ def test_parquet_reads_like_csv(tmp_path):
 @pytest.mark.parametrize(
     ("fixture", "message"),
     [
-        ("duplicate_person_year.csv", "duplicate_person_year.csv, row 4, column 'yr': duplicate record for person 'A' in year 2002"),
-        ("non_integer_year.csv", "non_integer_year.csv, row 3, column 'yr': year '2002.5' is not an integer year"),
-        ("out_of_range_year.csv", "out_of_range_year.csv, row 3, column 'yr': year '3020' is not an integer year"),
+        (
+            "duplicate_person_year.csv",
+            "duplicate_person_year.csv, row 4, column 'yr': duplicate record for person 'A' in year 2002",
+        ),
+        (
+            "non_integer_year.csv",
+            "non_integer_year.csv, row 3, column 'yr': year '2002.5' is not an integer year",
+        ),
+        (
+            "out_of_range_year.csv",
+            "out_of_range_year.csv, row 3, column 'yr': year '3020' is not an integer year",
+        ),
         ("unknown_code.csv", "unknown_code.csv, row 4, column 'occ': unknown occ1990dd code '123456'"),
         ("missing_column.csv", "missing_column.csv, row 1, column 'yr': missing required column(s) ['yr']"),
         ("empty.csv", "empty.csv: file is empty"),
-        ("truncated.csv", "truncated.csv, row 4, column 'occ': last row has 2 of 3 fields: the file looks truncated"),
-        ("unknown_education.csv", "unknown_education.csv, row 2, column 'edu': education 'phd' is not one of"),
+        (
+            "truncated.csv",
+            "truncated.csv, row 4, column 'occ': last row has 2 of 3 fields: the file looks truncated",
+        ),
+        (
+            "unknown_education.csv",
+            "unknown_education.csv, row 2, column 'edu': education 'phd' is not one of",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_message_naming_file_row_column(fixture, message):
-    columns = ColumnMap(person_id="pid", year="yr", occupation="occ", education="edu" if "education" in fixture else None)
+    columns = ColumnMap(
+        person_id="pid", year="yr", occupation="occ", education="edu" if "education" in fixture else None
+    )
     with pytest.raises(InputError) as err:
         load_table(FIXTURES / "bad" / fixture, columns)
     text = str(err.value)
@@ -73,4 +92,6 @@ def test_splits_are_disjoint_deterministic_and_follow_fractions(tmp_path):
     assert a.persons["split"].equals(b.persons["split"]) and not a.persons["split"].equals(c.persons["split"])
     assert a.persons["split"].value_counts().to_dict() == {"train": 700, "valid": 200, "test": 100}
     members = [set(a.split(name).records["person_id"]) for name in ("train", "valid", "test")]
-    assert sum(map(len, members)) == 1000 and not (members[0] & members[1] or members[0] & members[2] or members[1] & members[2])
+    assert sum(map(len, members)) == 1000 and not (
+        members[0] & members[1] or members[0] & members[2] or members[1] & members[2]
+    )

@@ -225,9 +225,7 @@ def test_adapter_features_are_those_of_the_base_with_the_adapter(planted_csv, di
     from peft import PeftModel
 
     data = make_data(planted_csv, dirs, max_persons=40)
-    tuned = OccupationHead(
-        head="embedding", adapter=str(adapter), feature_cache_dir=str(dirs["features"])
-    )
+    tuned = OccupationHead(head="embedding", adapter=str(adapter), feature_cache_dir=str(dirs["features"]))
     assert tuned.base_model == "tiny"  # read from the fine-tuning run's hparams
     trainer().validate(tuned, data, verbose=False)
     base = make_model(dirs, head="embedding")

@@ -49,7 +49,10 @@ def write_predictions(path, model: str, sharpness: float, covariates: bool = Tru
 def test_evaluate_writes_tables_plots_and_wandb_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
-    preds = {name: write_predictions(tmp_path / f"{name}.parquet", name, s) for name, s in (("weak", 0.5), ("sharp", 6.0))}
+    preds = {
+        name: write_predictions(tmp_path / f"{name}.parquet", name, s)
+        for name, s in (("weak", 0.5), ("sharp", 6.0))
+    }
     out = tmp_path / "report"
     table = evaluate([tmp_path / "weak.parquet", tmp_path / "sharp.parquet"], out, wandb=True)
 
@@ -76,7 +79,9 @@ def test_evaluate_writes_tables_plots_and_wandb_run(tmp_path, monkeypatch, capsy
     media = run_dir / "files" / "media"
     (metrics_json,) = media.glob("table/evaluation/metrics_*.table.json")
     logged = json.loads(metrics_json.read_text())
-    assert logged["columns"][:3] == ["model", "run", "n_transitions"] and [row[0] for row in logged["data"]] == ["weak", "sharp"]
+    assert logged["columns"][:3] == ["model", "run", "n_transitions"] and [
+        row[0] for row in logged["data"]
+    ] == ["weak", "sharp"]
     assert list(media.glob("table/evaluation/subgroups_*.table.json"))
     images = {p.name.split("_0_")[0] for p in media.glob("images/evaluation/*.png")}
     assert images == {"perplexity", "reliability", "perplexity_by_subgroup"}

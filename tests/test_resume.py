@@ -33,11 +33,23 @@ def careers(draw):
 @given(careers(), st.sampled_from(["titles", "codes"]))
 def test_render_parse_round_trip(career, labels):
     template = ResumeTemplate(labels=labels)
-    resume = render(template, "NLSY79", career["years"], career["states"], career["education"],
-                    sex=career["sex"], race=career["race"], birth_year=career["birth_year"])
+    resume = render(
+        template,
+        "NLSY79",
+        career["years"],
+        career["states"],
+        career["education"],
+        sex=career["sex"],
+        race=career["race"],
+        birth_year=career["birth_year"],
+    )
     back = parse(resume.text, template)
     assert back["years"] == career["years"] and back["states"] == career["states"]
-    assert (back["sex"], back["race"], back["birth_year"]) == (career["sex"], career["race"], career["birth_year"])
+    assert (back["sex"], back["race"], back["birth_year"]) == (
+        career["sex"],
+        career["race"],
+        career["birth_year"],
+    )
     # education is shown when it changes: the parsed level is the last one shown
     shown, expected = None, []
     for level in career["education"]:
@@ -46,7 +58,7 @@ def test_render_parse_round_trip(career, labels):
     assert back["education"] == expected
     targets = template.targets()
     for i, state in enumerate(career["states"]):
-        assert resume.text[resume.prompt_end[i]:resume.target_end[i]] == targets[state]
+        assert resume.text[resume.prompt_end[i] : resume.target_end[i]] == targets[state]
         assert resume.text[: resume.prompt_end[i]].endswith(f"\n{career['years'][i]}: ")
 
 
@@ -69,7 +81,7 @@ def test_render_panel_transitions_match_records():
     for row in transitions.sample(200, random_state=0).itertuples():
         text = texts["text"].iat[row.resume]
         assert texts["person_id"].iat[row.resume] == row.person_id
-        assert text[row.prompt_end:row.target_end] == titles[row.state]
+        assert text[row.prompt_end : row.target_end] == titles[row.state]
     first = transitions.groupby("person_id").head(1)
     assert (first["prev_state"] == -1).all() and (first["gap"] == 0).all()
     rest = transitions.drop(first.index)

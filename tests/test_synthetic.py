@@ -100,7 +100,9 @@ def test_true_mobility_option_gives_16_to_20_percent():
     config = replace(WorldConfig(), mobility="true")
     panel = world_of(config).sample("survey", 2000, seed=103).panel
     rates = switch_rates_by_age(panel)
-    overall = np.average(rates["switch_rate"], weights=[band[2] for band in NLSY79_SWITCH_BY_AGE])  # NLSY79 age mix
+    overall = np.average(
+        rates["switch_rate"], weights=[band[2] for band in NLSY79_SWITCH_BY_AGE]
+    )  # NLSY79 age mix
     assert 0.16 <= overall <= 0.20
     assert np.abs(rates["switch_rate"] - switch_targets(config)).max() < 0.04
 
@@ -186,7 +188,8 @@ def test_oracle_rows_are_distributions_and_match_empirical_frequencies(world, su
         prior = world.type_prior(pop.name)
         n_persons = len(pop.panel.persons)
         no_filter = sum(
-            w * np.exp(oracle_log_probs(world, pop.panel, types=np.full(n_persons, k))) for k, w in enumerate(prior)
+            w * np.exp(oracle_log_probs(world, pop.panel, types=np.full(n_persons, k)))
+            for k, w in enumerate(prior)
         )
         assert _grouped_chi2(pop.panel, no_filter) > 20
 

@@ -14,7 +14,10 @@ def test_vocabulary_has_all_occ1990dd_codes_and_special_states():
     assert vocab.table.loc[:340, "group12"].between(1, 12).all()
     assert vocab.table.loc[:340, "group17"].between(1, 17).all()
     assert vocab.titles[vocab.special("no_job")] == "No job reported"
-    assert vocab.is_employed()[vocab.special("military")] and not vocab.is_employed()[vocab.special("unemployed")]
+    assert (
+        vocab.is_employed()[vocab.special("military")]
+        and not vocab.is_employed()[vocab.special("unemployed")]
+    )
 
 
 def vocab_source():

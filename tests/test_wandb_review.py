@@ -73,5 +73,9 @@ def test_evaluation_run_holds_tables_and_plots(tmp_path, monkeypatch):
         "evaluation/perplexity_by_subgroup": "image-file",
     }
     assert row["evaluation/metrics/nrows"] == 2  # one row per model
-    for name in ("perplexity", "reliability", "perplexity_by_subgroup"):  # the PNGs themselves are in the run's files
+    for name in (
+        "perplexity",
+        "reliability",
+        "perplexity_by_subgroup",
+    ):  # the PNGs themselves are in the run's files
         assert row[f"evaluation/{name}/path"] in run.files

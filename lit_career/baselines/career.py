@@ -37,8 +37,6 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-
-
 class CareerTransformer(L.LightningModule):
     """CAREER's decoder-only transformer with covariate embeddings and the two-stage stay/move output.
 
@@ -69,13 +67,17 @@ class CareerTransformer(L.LightningModule):
         self.save_hyperparameters()
         self.num_states = len(vocabulary())
         self.state_embedding = nn.Embedding(self.num_states + 1, d_model)  # last id: start of career
-        self.covariate_embeddings = nn.ModuleList(nn.Embedding(len(v) + 1, d_model) for v in covariate_vocab.values())
+        self.covariate_embeddings = nn.ModuleList(
+            nn.Embedding(len(v) + 1, d_model) for v in covariate_vocab.values()
+        )
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
             d_model, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(
+            layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
         self.state_head = nn.Linear(d_model, self.num_states)
         self.stay_head = nn.Linear(d_model, 1)
 
@@ -101,7 +103,14 @@ class CareerTransformer(L.LightningModule):
         scored = batch["scored"]
         log_probs = self.log_probs(batch)[scored]
         nll = -log_probs.gather(-1, batch["states"][scored].unsqueeze(-1)).mean()
-        self.log(f"{stage}/nll", nll, batch_size=int(scored.sum()), prog_bar=True, on_step=stage == "train", on_epoch=True)
+        self.log(
+            f"{stage}/nll",
+            nll,
+            batch_size=int(scored.sum()),
+            prog_bar=True,
+            on_step=stage == "train",
+            on_epoch=True,
+        )
         return nll
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -121,7 +130,9 @@ class CareerTransformer(L.LightningModule):
 
 
 @torch.no_grad()
-def predict_panel(model: CareerTransformer, panel: CareerPanel, batch_size: int = 256, max_len: int | None = None) -> Predictions:
+def predict_panel(
+    model: CareerTransformer, panel: CareerPanel, batch_size: int = 256, max_len: int | None = None
+) -> Predictions:
     """Full log distributions for every person-year of ``panel``, in :func:`transition_table` order."""
     max_len = max_len or model.hparams.max_len
     if max_len > model.hparams.max_len:
@@ -136,4 +147,3 @@ def predict_panel(model: CareerTransformer, panel: CareerPanel, batch_size: int 
         log_probs[batch["rows"][scored].cpu().numpy()] = model.log_probs(batch)[scored].float().cpu().numpy()
     model.train(was_training)
     return Predictions(transition_table(panel), log_probs, model="career")
-

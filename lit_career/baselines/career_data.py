@@ -24,12 +24,16 @@ def covariate_values(panel: CareerPanel, covariates: tuple[str, ...]) -> dict[st
     """Each covariate of every person-year as strings (NA when missing), in record order."""
     persons = panel.persons.reindex(panel.records["person_id"])
     return {
-        name: (panel.records[name] if name in PER_YEAR else persons[name]).astype("string").reset_index(drop=True)
+        name: (panel.records[name] if name in PER_YEAR else persons[name])
+        .astype("string")
+        .reset_index(drop=True)
         for name in covariates
     }
 
 
-def build_covariate_vocab(panels: list[CareerPanel], covariates: tuple[str, ...] = COVARIATES) -> dict[str, list[str]]:
+def build_covariate_vocab(
+    panels: list[CareerPanel], covariates: tuple[str, ...] = COVARIATES
+) -> dict[str, list[str]]:
     """Sorted distinct non-missing values of each covariate over ``panels`` (the training panels)."""
     values = [covariate_values(panel, covariates) for panel in panels]
     return {name: sorted(set().union(*(set(v[name].dropna()) for v in values))) for name in covariates}
@@ -44,14 +48,25 @@ class CareerSequences(Dataset):
     recent years. Covariate ids are 1 + the index in ``covariate_vocab``; unknown or missing values are 0.
     """
 
-    def __init__(self, panel: CareerPanel, covariate_vocab: dict[str, list[str]], max_len: int, every_position: bool = False):
+    def __init__(
+        self,
+        panel: CareerPanel,
+        covariate_vocab: dict[str, list[str]],
+        max_len: int,
+        every_position: bool = False,
+    ):
         records = panel.records
         self.states = records["state"].to_numpy().astype(np.int64)
         first, prev, _ = transition_keys(records)
         self.prev = prev.astype(np.int64)
         cov = covariate_values(panel, tuple(covariate_vocab))
-        ids = [pd.Index(values, dtype="string").get_indexer(cov[name]) + 1 for name, values in covariate_vocab.items()]
-        self.covariates = np.stack(ids, axis=1).astype(np.int64) if ids else np.zeros((len(records), 0), np.int64)
+        ids = [
+            pd.Index(values, dtype="string").get_indexer(cov[name]) + 1
+            for name, values in covariate_vocab.items()
+        ]
+        self.covariates = (
+            np.stack(ids, axis=1).astype(np.int64) if ids else np.zeros((len(records), 0), np.int64)
+        )
         self.windows = _windows(np.r_[np.flatnonzero(first), len(records)], max_len, every_position)
 
     def __len__(self) -> int:
@@ -86,7 +101,10 @@ def _windows(bounds: np.ndarray, max_len: int, every_position: bool) -> np.ndarr
 def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     """Right-pad windows into a batch (padding is never scored; causal attention keeps it out of real positions)."""
     pad = {"states": -1, "prev": -1, "covariates": 0, "scored": False, "rows": -1}
-    return {k: nn.utils.rnn.pad_sequence([it[k] for it in items], batch_first=True, padding_value=v) for k, v in pad.items()}
+    return {
+        k: nn.utils.rnn.pad_sequence([it[k] for it in items], batch_first=True, padding_value=v)
+        for k, v in pad.items()
+    }
 
 
 class CareerDataModule(L.LightningDataModule):
@@ -107,12 +125,15 @@ class CareerDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self.train_data = CareerSequences(self.train_panel, self.covariate_vocab, self.max_len)
-        self.valid_data = CareerSequences(self.valid_panel, self.covariate_vocab, self.max_len, every_position=True)
+        self.valid_data = CareerSequences(
+            self.valid_panel, self.covariate_vocab, self.max_len, every_position=True
+        )
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_data, self.batch_size, shuffle=True, collate_fn=collate, generator=generator)
+        return DataLoader(
+            self.train_data, self.batch_size, shuffle=True, collate_fn=collate, generator=generator
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.valid_data, self.batch_size, collate_fn=collate)
-

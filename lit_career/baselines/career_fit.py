@@ -42,7 +42,9 @@ def fit_career(
     """Train with early stopping on validation NLL; return the best checkpoint's model and the epochs run
     (checkpoints and CSV logs in ``out_dir``)."""
     L.seed_everything(seed, workers=True, verbose=False)
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/nll", mode="min")
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="best", monitor="val/nll", mode="min"
+    )
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -55,7 +57,9 @@ def fit_career(
         enable_model_summary=False,
         log_every_n_steps=10,
     )
-    data = CareerDataModule(train, valid, model.hparams.covariate_vocab, batch_size, model.hparams.max_len, seed)
+    data = CareerDataModule(
+        train, valid, model.hparams.covariate_vocab, batch_size, model.hparams.max_len, seed
+    )
     trainer.fit(model, datamodule=data)
     best = CareerTransformer.load_from_checkpoint(checkpoint.best_model_path, map_location=model.device)
     return best, trainer.current_epoch
@@ -91,7 +95,9 @@ def pretrain_then_finetune(
     embedding. ``model_args`` override :class:`CareerTransformer` arguments (``lr``, ``dropout``, ...).
     """
     out_dir = Path(out_dir)
-    train_args = dict(batch_size=batch_size, patience=patience, seed=seed, accelerator=accelerator, progress=progress)
+    train_args = dict(
+        batch_size=batch_size, patience=patience, seed=seed, accelerator=accelerator, progress=progress
+    )
     pre_train, pre_valid = held_out(pretrain, seed) if pretrain is not None else (None, None)
     vocab = build_covariate_vocab([p for p in (pre_train, finetune_train) if p is not None], covariates)
     L.seed_everything(seed, verbose=False)
@@ -108,4 +114,3 @@ def pretrain_then_finetune(
         model, finetune_train, finetune_valid, out_dir / "finetune", max_epochs=max_epochs, **train_args
     )
     return CareerFit(finetuned, pretrained, epochs, pretrain_epochs)
-

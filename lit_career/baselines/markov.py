@@ -21,8 +21,6 @@ def _mean_nll(predictions: Predictions) -> float:
     return float(-predictions.realized_log_prob().astype(np.float64).mean())
 
 
-
-
 @dataclass
 class MarkovBaseline:
     """First- or second-order Markov chain over states, with additive smoothing.
@@ -110,4 +108,3 @@ class MarkovBaseline:
         )
         counts = counts[inverse]
         return (counts + self.backoff * first_order) / (counts.sum(1, keepdims=True) + self.backoff)
-

@@ -27,8 +27,6 @@ NUMERIC_FEATURES = ("tenure", "years_in_panel", "year", "education_change", "gap
 CATEGORICAL_FEATURES = ("education", "sex", "race", "location")
 
 
-
-
 @dataclass
 class _Inputs:
     """Tensors for one panel: current and two-back job (``V`` = none), covariates, targets, earlier-job bags."""
@@ -256,4 +254,3 @@ class BagOfJobsBaseline(_NeuralBaseline):
 
     def _build(self, size: int, covariates: int) -> nn.Module:
         return BagOfJobsNet(size, covariates, self.dim, self.hidden)
-

@@ -47,5 +47,3 @@ def make_baseline(name: BaselineName, seed: int = 0) -> Baseline:
     if name == "bag_of_jobs":
         return BagOfJobsBaseline(seed=seed)
     raise ValueError(f"unknown baseline {name!r}; choose from markov1, markov2, logit, bag_of_jobs")
-
-

@@ -51,7 +51,9 @@ def select_split(pred: Predictions, split: str | None) -> Predictions:
     if split is None:
         return pred
     if "split" not in pred.table:
-        raise InputError(f"{pred.model}: predictions have no split column; evaluate with split=None", column="split")
+        raise InputError(
+            f"{pred.model}: predictions have no split column; evaluate with split=None", column="split"
+        )
     keep = (pred.table["split"] == split).fillna(False).to_numpy(bool)
     if not keep.any():
         raise InputError(f"{pred.model}: no transitions in split {split!r}", column="split")
@@ -72,7 +74,12 @@ def evaluate_predictions(pred: Predictions, *, split: str | None = None, bins: i
         "n_movers": int((has_prev & ~stay).sum()),
         "n_stayers": int(stay.sum()),
     }
-    for name, keep in (("all", None), ("all_excl_first", has_prev), ("movers", has_prev & ~stay), ("stayers", stay)):
+    for name, keep in (
+        ("all", None),
+        ("all_excl_first", has_prev),
+        ("movers", has_prev & ~stay),
+        ("stayers", stay),
+    ):
         metrics[f"ppl_{name}"] = _perplexity(nll if keep is None else nll[keep])
 
     log_stay, log_switch, switched = _switch_task(lp, state, prev)
@@ -82,7 +89,9 @@ def evaluate_predictions(pred: Predictions, *, split: str | None = None, bins: i
     employed = torch.as_tensor(vocabulary().is_employed())
     rows = (prev >= 0) & employed[prev.clamp(min=0)]
     log_out = torch.logsumexp(lp[:, ~employed][rows].double(), dim=1)
-    metrics["employed_auc"], metrics["employed_nll"] = _binary(_log1mexp(log_out), log_out, employed[state[rows]])
+    metrics["employed_auc"], metrics["employed_nll"] = _binary(
+        _log1mexp(log_out), log_out, employed[state[rows]]
+    )
     metrics["n_employed_task"] = int(rows.sum())
 
     confidence, correct = _top_label(lp, state)
@@ -147,7 +156,9 @@ def subgroup_perplexity(
     frame = pd.DataFrame({"nll": nll, "nll_excl_first": np.where(first, np.nan, nll)})
     frame[by] = subgroup_labels(pred.table, by, cohort_years).to_numpy()
     out = frame.groupby(by).agg(
-        n=("nll", "size"), ppl=("nll", "mean"), n_excl_first=("nll_excl_first", "count"),
+        n=("nll", "size"),
+        ppl=("nll", "mean"),
+        n_excl_first=("nll_excl_first", "count"),
         ppl_excl_first=("nll_excl_first", "mean"),
     )
     out[["ppl", "ppl_excl_first"]] = np.exp(out[["ppl", "ppl_excl_first"]])
@@ -166,7 +177,9 @@ def _tensors(pred: Predictions) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """Validated log-probabilities [N, V] (float32), realized states and previous states (int64)."""
     size = len(vocabulary())
     if pred.log_probs.ndim != 2 or pred.log_probs.shape[1] != size:
-        raise InputError(f"{pred.model}: distributions have shape {pred.log_probs.shape}, expected [N, {size}]")
+        raise InputError(
+            f"{pred.model}: distributions have shape {pred.log_probs.shape}, expected [N, {size}]"
+        )
     if len(pred.table) == 0:
         raise InputError(f"{pred.model}: no transitions to evaluate")
     lp = torch.from_numpy(np.require(pred.log_probs, np.float32, ["C", "W"]))
@@ -175,11 +188,17 @@ def _tensors(pred: Predictions) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     for name, values, low in (("state", state, 0), ("prev_state", prev, -1)):
         bad = torch.nonzero((values < low) | (values >= size)).flatten()
         if len(bad):
-            raise InputError(f"{pred.model}: {name} {int(values[bad[0]])} outside [{low}, {size})", row=int(bad[0]), column=name)
+            raise InputError(
+                f"{pred.model}: {name} {int(values[bad[0]])} outside [{low}, {size})",
+                row=int(bad[0]),
+                column=name,
+            )
     total = torch.logsumexp(lp, dim=1)
     bad = torch.nonzero(~(total.abs() < 1e-3)).flatten()
     if len(bad):
-        raise InputError(f"{pred.model}: distribution sums to {math.exp(float(total[bad[0]])):.6f}, not 1", row=int(bad[0]))
+        raise InputError(
+            f"{pred.model}: distribution sums to {math.exp(float(total[bad[0]])):.6f}, not 1", row=int(bad[0])
+        )
     return lp, state, prev
 
 
@@ -218,7 +237,9 @@ def _top_label(lp: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, tor
 def _ece(confidence: torch.Tensor, outcome: torch.Tensor, bins: int) -> float:
     if len(outcome) == 0:
         return math.nan
-    return float(binary_calibration_error(confidence.clamp(0, 1), outcome.long(), n_bins=bins, validate_args=False))
+    return float(
+        binary_calibration_error(confidence.clamp(0, 1), outcome.long(), n_bins=bins, validate_args=False)
+    )
 
 
 def _top_k_accuracy(lp: torch.Tensor, state: torch.Tensor, ks: tuple[int, ...]) -> list[float]:

@@ -64,4 +64,3 @@ def split_mismatches(adapter: str | Path, data: TransitionData) -> list[str]:
         return [plain(v) for v in value] if isinstance(value, list | tuple) else value
 
     return [k for k in SPLIT_SETTINGS if plain(saved.get(k)) != plain(data.hparams.get(k))]
-

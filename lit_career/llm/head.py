@@ -200,9 +200,7 @@ class OccupationHead(L.LightningModule):
     def _data(self) -> TransitionData:
         data = self.trainer.datamodule if self._trainer is not None else None
         if not isinstance(data, TransitionData):
-            raise TypeError(
-                f"OccupationHead needs a TransitionData datamodule, got {type(data).__name__}"
-            )
+            raise TypeError(f"OccupationHead needs a TransitionData datamodule, got {type(data).__name__}")
         return data
 
     def setup(self, stage: str) -> None:

@@ -69,7 +69,9 @@ class CareerPanel:
         return self.subset(self.persons.index[self.persons["split"] == name])
 
 
-def make_panel(records: pd.DataFrame, persons: pd.DataFrame, source: str, removed: dict[str, int] | None = None):
+def make_panel(
+    records: pd.DataFrame, persons: pd.DataFrame, source: str, removed: dict[str, int] | None = None
+):
     """Normalize dtypes and order of the two tables and build a :class:`CareerPanel`."""
     records = records[["person_id", "year", "state", "education"]].copy()
     records["person_id"] = records["person_id"].astype("string")
@@ -87,11 +89,15 @@ def make_panel(records: pd.DataFrame, persons: pd.DataFrame, source: str, remove
         persons[col] = persons[col].astype("string")
     missing = set(records["person_id"].unique()) - set(persons.index)
     if missing:
-        raise ValueError(f"{len(missing)} person(s) have records but no covariates, e.g. {sorted(missing)[0]!r}")
+        raise ValueError(
+            f"{len(missing)} person(s) have records but no covariates, e.g. {sorted(missing)[0]!r}"
+        )
     removed = dict(removed or {})
     has_records = persons.index.isin(records["person_id"].unique())
     if (~has_records).any():
-        removed["persons left without records"] = removed.get("persons left without records", 0) + int((~has_records).sum())
+        removed["persons left without records"] = removed.get("persons left without records", 0) + int(
+            (~has_records).sum()
+        )
     return CareerPanel(records, persons.loc[has_records].sort_index(), source, removed)
 
 
@@ -104,7 +110,9 @@ def subsample_persons(panel: CareerPanel, max_persons: int | None) -> CareerPane
     return panel.subset(ids[np.sort(chosen)])
 
 
-def assign_splits(panel: CareerPanel, fractions: dict[str, float] | None = None, seed: int = 0) -> CareerPanel:
+def assign_splits(
+    panel: CareerPanel, fractions: dict[str, float] | None = None, seed: int = 0
+) -> CareerPanel:
     """Assign each person to one split (default train/valid/test 0.8/0.1/0.1), deterministic in ``seed``."""
     fractions = fractions or SPLIT_FRACTIONS
     if any(f < 0 for f in fractions.values()) or not np.isclose(sum(fractions.values()), 1.0):

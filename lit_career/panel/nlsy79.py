@@ -54,7 +54,12 @@ def load_nlsy79(path: str | Path | None = None, *, unknown_codes: UnknownCodePol
     occ1980 = pd.to_numeric(table["occ1980"], errors="coerce")
     if occ1980.isna().any():
         pos = int(np.flatnonzero(occ1980.isna().to_numpy())[0])
-        raise InputError(f"occ1980 {table['occ1980'].iloc[pos]!r} is not a code", file=file, row=int(rows[pos]), column="occ1980")
+        raise InputError(
+            f"occ1980 {table['occ1980'].iloc[pos]!r} is not a code",
+            file=file,
+            row=int(rows[pos]),
+            column="occ1980",
+        )
     vocab = vocabulary()
     removed: dict[str, int] = {}
 
@@ -68,12 +73,19 @@ def load_nlsy79(path: str | Path | None = None, *, unknown_codes: UnknownCodePol
     state[occ1980 == 905] = vocab.special("military")
     coded = (occ1980 > 0) & (occ1980 != 905)
     has_dd = coded & table["occ1990dd"].notna()
-    mapped, _ = map_codes(table.loc[has_dd, "occ1990dd"], "occ1990dd", file=file, column="occ1990dd", rows=rows[has_dd])
+    mapped, _ = map_codes(
+        table.loc[has_dd, "occ1990dd"], "occ1990dd", file=file, column="occ1990dd", rows=rows[has_dd]
+    )
     state[has_dd] = mapped
     blank = coded & table["occ1990dd"].isna()
     if blank.any():
         fallback, report = map_codes(
-            table.loc[blank, "occ1980"], "occ1980", policy=unknown_codes, file=file, column="occ1980", rows=rows[blank]
+            table.loc[blank, "occ1980"],
+            "occ1980",
+            policy=unknown_codes,
+            file=file,
+            column="occ1980",
+            rows=rows[blank],
         )
         state[blank] = fallback
         if report.dropped:
@@ -84,7 +96,9 @@ def load_nlsy79(path: str | Path | None = None, *, unknown_codes: UnknownCodePol
     unexplained = (occ1980 < 0) & ~occ1980.isin([-5, -4, -3, -2, -1])
     if unexplained.any():
         pos = int(np.flatnonzero(unexplained.to_numpy())[0])
-        raise InputError(f"unknown NLS code {int(occ1980.iloc[pos])}", file=file, row=int(rows[pos]), column="occ1980")
+        raise InputError(
+            f"unknown NLS code {int(occ1980.iloc[pos])}", file=file, row=int(rows[pos]), column="occ1980"
+        )
 
     keep = ~bad
     hgc = pd.to_numeric(table["hgc"], errors="coerce")

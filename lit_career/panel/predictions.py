@@ -39,7 +39,9 @@ class Predictions:
         total = np.exp(self.log_probs.astype(np.float64)).sum(axis=1)
         bad = np.flatnonzero(np.abs(total - 1) > atol)
         if len(bad):
-            raise ValueError(f"{self.model}: {len(bad)} distribution(s) do not sum to 1, e.g. row {bad[0]} sums to {total[bad[0]]:.6f}")
+            raise ValueError(
+                f"{self.model}: {len(bad)} distribution(s) do not sum to 1, e.g. row {bad[0]} sums to {total[bad[0]]:.6f}"
+            )
 
     def realized_log_prob(self) -> np.ndarray:
         return self.log_probs[np.arange(len(self.table)), self.table["state"].to_numpy()]
@@ -49,10 +51,15 @@ class Predictions:
         table = pa.Table.from_pandas(self.table.reset_index(drop=True), preserve_index=False)
         lp = self.log_probs.astype(np.float32)
         if top_k is None:
-            table = table.append_column("log_probs", pa.FixedSizeListArray.from_arrays(lp.ravel(), lp.shape[1]))
+            table = table.append_column(
+                "log_probs", pa.FixedSizeListArray.from_arrays(lp.ravel(), lp.shape[1])
+            )
         else:
             top = np.argsort(-lp, axis=1)[:, :top_k]
-            for name, values in (("top_states", top.astype(np.int16)), ("top_log_probs", np.take_along_axis(lp, top, 1))):
+            for name, values in (
+                ("top_states", top.astype(np.int16)),
+                ("top_log_probs", np.take_along_axis(lp, top, 1)),
+            ):
                 table = table.append_column(name, pa.FixedSizeListArray.from_arrays(values.ravel(), top_k))
         table = table.replace_schema_metadata({b"model": self.model.encode()})
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ def summarize(panel: CareerPanel, transitions: pd.DataFrame) -> dict:
         "first_years": int((transitions["prev_state"] < 0).sum()),
         "occupation_switch_rate": float(switch.mean()) if len(switch) else float("nan"),
         "special_state_shares": {
-            row.key: float(np.mean(states == idx)) for idx, row in zip(special.index, special.itertuples(), strict=True)
+            row.key: float(np.mean(states == idx))
+            for idx, row in zip(special.index, special.itertuples(), strict=True)
         },
         "occupations_seen": f"{len(np.unique(states[states < vocab.num_occupations]))} of {vocab.num_occupations}",
         "splits": panel.persons["split"].value_counts().to_dict() if "split" in panel.persons else {},

@@ -74,19 +74,27 @@ def parse_years(values: pd.Series, *, file: str, column: str, rows: np.ndarray |
         pos = int(np.flatnonzero(bad.to_numpy())[0])
         row = int(rows[pos]) if rows is not None else pos + 2
         value = values.iloc[pos]
-        what = "is missing" if pd.isna(value) else f"{value!r} is not an integer year in {YEAR_RANGE[0]}-{YEAR_RANGE[1]}"
+        what = (
+            "is missing"
+            if pd.isna(value)
+            else f"{value!r} is not an integer year in {YEAR_RANGE[0]}-{YEAR_RANGE[1]}"
+        )
         raise InputError(f"year {what}", file=file, row=row, column=column)
     return numbers.astype("int32")
 
 
-def check_unique_person_years(records: pd.DataFrame, *, file: str, column: str, rows: np.ndarray | None = None):
+def check_unique_person_years(
+    records: pd.DataFrame, *, file: str, column: str, rows: np.ndarray | None = None
+):
     """Duplicate (person, year) records are an error naming the second occurrence."""
     dup = records.duplicated(["person_id", "year"]).to_numpy()
     if dup.any():
         pos = int(np.flatnonzero(dup)[0])
         row = int(rows[pos]) if rows is not None else pos + 2
         person, year = records["person_id"].iloc[pos], records["year"].iloc[pos]
-        raise InputError(f"duplicate record for person {person!r} in year {year}", file=file, row=row, column=column)
+        raise InputError(
+            f"duplicate record for person {person!r} in year {year}", file=file, row=row, column=column
+        )
 
 
 def load_table(
@@ -110,7 +118,10 @@ def load_table(
     absent = [v for v in wanted.values() if v not in table.columns]
     if absent:
         raise InputError(
-            f"missing required column(s) {absent}; the file has {list(table.columns)}", file=file, row=1, column=absent[0]
+            f"missing required column(s) {absent}; the file has {list(table.columns)}",
+            file=file,
+            row=1,
+            column=absent[0],
         )
     rows = np.arange(len(table)) + 2
     ids = table[columns.person_id].astype("string").str.strip()
@@ -120,7 +131,9 @@ def load_table(
     occupation = table[columns.occupation]
     if occupation.isna().any():
         pos = int(np.flatnonzero(occupation.isna().to_numpy())[0])
-        raise InputError("occupation code is missing", file=file, row=int(rows[pos]), column=columns.occupation)
+        raise InputError(
+            "occupation code is missing", file=file, row=int(rows[pos]), column=columns.occupation
+        )
     state, report = map_codes(
         occupation, code_system, policy=unknown_codes, file=file, column=columns.occupation, rows=rows
     )

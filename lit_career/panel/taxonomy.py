@@ -41,7 +41,9 @@ def _resource(name: str) -> pd.DataFrame:
 class Vocabulary:
     """Occupations and special states. ``table`` is indexed by vocabulary index."""
 
-    table: pd.DataFrame  # columns: code, key, title, group12, group12_title, group17, group17_title, is_special
+    table: (
+        pd.DataFrame
+    )  # columns: code, key, title, group12, group12_title, group17, group17_title, is_special
 
     def __len__(self) -> int:
         return len(self.table)
@@ -67,7 +69,9 @@ class Vocabulary:
 
     def is_employed(self) -> np.ndarray:
         """Boolean mask over indices: a job (occupation, military or an unmapped occupation), not a non-work state."""
-        return (~self.table["is_special"]).to_numpy() | self.table["key"].isin(["military", "unmapped"]).to_numpy()
+        return (~self.table["is_special"]).to_numpy() | self.table["key"].isin(
+            ["military", "unmapped"]
+        ).to_numpy()
 
     def group_of(self, level: Literal[12, 17] = 12) -> np.ndarray:
         """Parent group id per index (-1 for non-occupation states)."""

@@ -74,7 +74,9 @@ def run_row(spec: RowSpec) -> RowRecord:
         record.extra[f"predict_{split}_seconds"] = round(time.perf_counter() - began, 2)
         setattr(record, split, evaluate_predictions(predictions))
     record.write(spec.out_dir)
-    print(f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {spec.out_dir}")
+    print(
+        f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {spec.out_dir}"
+    )
     return record
 
 
@@ -108,9 +110,17 @@ def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRe
     args = spec.career
     pretrain = args.pretrain_source.load() if args.pretrain_source is not None else None
     fit = pretrain_then_finetune(
-        pretrain, train, valid, args.size, out_dir=spec.out_dir, max_epochs=args.max_epochs,
-        pretrain_max_epochs=args.pretrain_max_epochs, batch_size=args.batch_size, patience=args.patience,
-        seed=spec.seed, accelerator=args.accelerator,
+        pretrain,
+        train,
+        valid,
+        args.size,
+        out_dir=spec.out_dir,
+        max_epochs=args.max_epochs,
+        pretrain_max_epochs=args.pretrain_max_epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=spec.seed,
+        accelerator=args.accelerator,
     )
     record.parameters, record.epochs = count_parameters(fit.model)[0], fit.epochs
     record.extra["size"] = args.size

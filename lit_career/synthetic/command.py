@@ -30,13 +30,17 @@ def summarize_population(world: World, population: Population) -> dict:
     target = test.records["state"].to_numpy()
     perplexity = {}
     for name, kw in (("marginal", {}), ("type_conditional", {"types": test_types})):
-        log_p = oracle_log_probs(world, test, population=population.name, **kw)[np.arange(len(target)), target]
+        log_p = oracle_log_probs(world, test, population=population.name, **kw)[
+            np.arange(len(target)), target
+        ]
         perplexity[name] = float(np.exp(-log_p.mean()))
     return {
         "source": panel.source,
         "persons": len(panel.persons),
         "person_years": len(panel.records),
-        "occupation_switch_rate_by_age": dict(zip(rates["age_band"], rates["switch_rate"].round(4), strict=True)),
+        "occupation_switch_rate_by_age": dict(
+            zip(rates["age_band"], rates["switch_rate"].round(4), strict=True)
+        ),
         "special_state_shares": {row.key: float(np.mean(states == i)) for i, row in special.iterrows()},
         "occupations_seen": f"{len(np.unique(states[states < vocab.num_occupations]))} of {vocab.num_occupations}",
         "splits": panel.persons["split"].value_counts().to_dict() if "split" in panel.persons else {},
@@ -58,7 +62,9 @@ def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = (
         raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from ['career', 'parquet']")
     world, out_dir = world_of(config), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "world.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False))
+    (out_dir / "world.yaml").write_text(
+        yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False)
+    )
     summary: dict = {"stay_by_age": world.config.stay_by_age}
     lines = [f"world seed {config.seed}, mobility {config.mobility}, stay_by_age {world.config.stay_by_age}"]
     for name in config.populations:
@@ -80,5 +86,7 @@ def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = (
     text = "\n".join(lines)
     (out_dir / "summary.txt").write_text(text + "\n")
     print(text)
-    print(f"wrote {out_dir}/world.yaml, summary.txt and {', '.join(config.populations)}/ ({', '.join(formats)})")
+    print(
+        f"wrote {out_dir}/world.yaml, summary.txt and {', '.join(config.populations)}/ ({', '.join(formats)})"
+    )
     return summary

@@ -17,8 +17,12 @@ from lit_career.synthetic.world import RACES, REGIONS, SEXES, World, WorldConfig
 
 
 def oracle_log_probs(
-    world: World | WorldConfig, panel: CareerPanel, *, types: np.ndarray | None = None,
-    population: str | None = None, chunk: int = 2048,
+    world: World | WorldConfig,
+    panel: CareerPanel,
+    *,
+    types: np.ndarray | None = None,
+    population: str | None = None,
+    chunk: int = 2048,
 ) -> np.ndarray:
     """log P(state of each record | everything before it) under the world, shape [len(panel.records), V].
 
@@ -33,13 +37,16 @@ def oracle_log_probs(
     r = panel.records
     unmapped = (r["state"].to_numpy() == panel.vocab.special("unmapped")).any()
     if unmapped or r["education"].isna().any() or panel.persons["birth_year"].isna().any():
-        raise ValueError("the oracle needs a synthetic panel: education on every record, birth years, no unmapped state")
+        raise ValueError(
+            "the oracle needs a synthetic panel: education on every record, birth years, no unmapped state"
+        )
     code, ids = pd.factorize(r["person_id"])
     pos = r.groupby(code).cumcount().to_numpy()
     persons = panel.persons.loc[ids]
     statics = {
         "birth_year": persons["birth_year"].to_numpy(dtype=np.int64),
-        "sex": _codes(persons["sex"], SEXES), "race": _codes(persons["race"], RACES),
+        "sex": _codes(persons["sex"], SEXES),
+        "race": _codes(persons["race"], RACES),
         "region": _codes(persons["location"], REGIONS),
     }
     statics["cohort"] = (statics["birth_year"] - 1960) / 10
@@ -56,13 +63,19 @@ def oracle_log_probs(
     for block in np.array_split(np.arange(len(ids)), max(1, len(ids) // chunk)):
         local = {key: values[block] for key, values in statics.items()}
         history = _History.empty(len(block))
-        log_w = np.tile(np.log(world.type_prior(name)), (len(block), 1)) if types is None else np.zeros((len(block), 1))
+        log_w = (
+            np.tile(np.log(world.type_prior(name)), (len(block), 1))
+            if types is None
+            else np.zeros((len(block), 1))
+        )
         for t in range(shape[1]):
             rows = np.flatnonzero(years[block, t] >= 0)  # records start at position 0: none left means done
             if len(rows) == 0:
                 break
             g = block[rows]
-            f = history.features(rows, years[g, t], levels[g, t], local).take(np.repeat(np.arange(len(rows)), k))
+            f = history.features(rows, years[g, t], levels[g, t], local).take(
+                np.repeat(np.arange(len(rows)), k)
+            )
             p = world.probs(f, np.tile(np.arange(k), len(rows)) if types is None else fixed[g])
             p = p.reshape(len(rows), k, world.V)
             w = np.exp(log_w[rows] - log_w[rows].max(1, keepdims=True))

@@ -63,8 +63,14 @@ from lit_career.panel.taxonomy import vocabulary
 
 # Raw NLSY79 annual occ1990dd switch rates by age band, (low, high], pairs, rate; from
 # resources/facts/nlsy79_cpsocc_annual_switch_rates_by_age.csv (consecutive yearly rounds, both coded).
-NLSY79_SWITCH_BY_AGE = ((15, 20, 5481, 0.7482), (20, 23, 15838, 0.7116), (23, 26, 24626, 0.6637),
-                        (26, 29, 23780, 0.6253), (29, 32, 17014, 0.5682), (32, 40, 7890, 0.4915))
+NLSY79_SWITCH_BY_AGE = (
+    (15, 20, 5481, 0.7482),
+    (20, 23, 15838, 0.7116),
+    (23, 26, 24626, 0.6637),
+    (26, 29, 23780, 0.6253),
+    (29, 32, 17014, 0.5682),
+    (32, 40, 7890, 0.4915),
+)
 BAND_CENTRES = np.array([18.0, 21.5, 24.5, 27.5, 30.5, 36.0])
 
 SECTORS = ("occupation", "no_job", "unemployed", "not_in_labor_force", "education", "military")
@@ -88,11 +94,19 @@ WORKER_TYPES = {
 # Age profiles at AGE_KNOTS (piecewise linear, flat outside): sector logits and group12 logits.
 AGE_KNOTS = np.array([15.0, 18, 22, 25, 28, 31, 36, 50, 65])
 SECTOR_BASE = np.array([0.0, -1.3, -1.3, -1.0, -2.0, -3.0])
-SECTOR_AGE = np.array([  # occupation, no_job, unemployed, nilf, education, military
-    [0, 1.2, 0.3, 0.5, 4.5, -4.0], [0, 0.6, 0.4, 0.2, 2.5, 0.5], [0, 0.2, 0.3, 0.0, 0.3, 0.3],
-    [0, 0.0, 0.1, 0.0, -0.8, 0.0], [0, 0.0, 0.0, 0.0, -1.5, -0.5], [0, 0.0, 0.0, 0.0, -2.0, -1.0],
-    [0, 0.0, 0.0, 0.1, -2.5, -1.5], [0, 0.2, 0.0, 0.4, -3.5, -4.0], [0, 0.5, 0.3, 1.2, -4.5, -6.0],
-])
+SECTOR_AGE = np.array(
+    [  # occupation, no_job, unemployed, nilf, education, military
+        [0, 1.2, 0.3, 0.5, 4.5, -4.0],
+        [0, 0.6, 0.4, 0.2, 2.5, 0.5],
+        [0, 0.2, 0.3, 0.0, 0.3, 0.3],
+        [0, 0.0, 0.1, 0.0, -0.8, 0.0],
+        [0, 0.0, 0.0, 0.0, -1.5, -0.5],
+        [0, 0.0, 0.0, 0.0, -2.0, -1.0],
+        [0, 0.0, 0.0, 0.1, -2.5, -1.5],
+        [0, 0.2, 0.0, 0.4, -3.5, -4.0],
+        [0, 0.5, 0.3, 1.2, -4.5, -6.0],
+    ]
+)
 SECTOR_PERSIST = np.array([3.0, 1.0, 0.0, 1.5, 3.0, 2.5])  # bonus for staying in the sector
 SECTOR_PERSIST_DURATION = np.array([0.3, 0.3, 0.3, 0.3, -0.3, 0.3])  # per log-year of the spell
 SECTOR_EDUCATION = np.array([0.0, -0.2, -0.25, -0.15, 0.0, -0.2])  # per education level
@@ -131,22 +145,46 @@ class PopulationConfig:
     span: tuple[int, int] = (100, 100)
     observe_prob: float = 1.0
     demographics: bool = True
-    type_weights: dict[str, float] = field(default_factory=lambda: {
-        "professional": 1.2, "clerical_sales": 1.5, "service": 1.2, "craft": 1.0,
-        "operative": 1.3, "rural": 0.4, "military": 0.3, "marginal": 0.8})
+    type_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "professional": 1.2,
+            "clerical_sales": 1.5,
+            "service": 1.2,
+            "craft": 1.0,
+            "operative": 1.3,
+            "rural": 0.4,
+            "military": 0.3,
+            "marginal": 0.8,
+        }
+    )
     education_shares: tuple[float, float, float, float, float] = (0.15, 0.40, 0.22, 0.15, 0.08)
 
 
 def _default_populations() -> dict[str, PopulationConfig]:
     """A 200k-worker resume population and two NLSY-like surveys (1979 and 1997 cohorts, yearly rounds)."""
     resume = PopulationConfig(
-        persons=200_000, birth_years=(1950, 1995), years=(1990, 2022), start_age=(18, 26), span=(1, 30),
-        observe_prob=0.75, demographics=False,
-        type_weights={"professional": 4.0, "clerical_sales": 2.5, "service": 0.8, "craft": 0.6,
-                      "operative": 0.6, "rural": 0.2, "military": 0.2, "marginal": 0.3},
+        persons=200_000,
+        birth_years=(1950, 1995),
+        years=(1990, 2022),
+        start_age=(18, 26),
+        span=(1, 30),
+        observe_prob=0.75,
+        demographics=False,
+        type_weights={
+            "professional": 4.0,
+            "clerical_sales": 2.5,
+            "service": 0.8,
+            "craft": 0.6,
+            "operative": 0.6,
+            "rural": 0.2,
+            "military": 0.2,
+            "marginal": 0.3,
+        },
         education_shares=(0.03, 0.20, 0.27, 0.32, 0.18),
     )
-    survey97 = PopulationConfig(persons=9_000, birth_years=(1980, 1984), years=(1997, 2019), start_age=(12, 12))
+    survey97 = PopulationConfig(
+        persons=9_000, birth_years=(1980, 1984), years=(1997, 2019), start_age=(12, 12)
+    )
     return {"resume": resume, "survey": PopulationConfig(), "survey97": survey97}
 
 
@@ -291,19 +329,28 @@ class World:
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0]))
         sizes = np.bincount(g12, minlength=12)
         # exp(occupation logit): popularity within the group and the type x occupation effects.
-        self.occ_weight = np.exp(-np.log(sizes)[g12] + rng.normal(0, config.popularity_sd, self.n_occ)
-                                 + rng.normal(0, config.type_occupation_sd, (len(WORKER_TYPES), self.n_occ)))
+        self.occ_weight = np.exp(
+            -np.log(sizes)[g12]
+            + rng.normal(0, config.popularity_sd, self.n_occ)
+            + rng.normal(0, config.type_occupation_sd, (len(WORKER_TYPES), self.n_occ))
+        )
         n_eff = 12 + len(SECTORS)  # group and sector effects share the covariate tables
         self.race_eff = np.vstack([rng.normal(0, config.covariate_sd, (len(RACES), n_eff)), np.zeros(n_eff)])
-        self.region_eff = np.vstack([rng.normal(0, config.covariate_sd, (len(REGIONS), n_eff)), np.zeros(n_eff)])
-        self.cohort_eff = np.r_[rng.normal(0, config.covariate_sd, 12), np.zeros(len(SECTORS))]  # trends in groups
+        self.region_eff = np.vstack(
+            [rng.normal(0, config.covariate_sd, (len(REGIONS), n_eff)), np.zeros(n_eff)]
+        )
+        self.cohort_eff = np.r_[
+            rng.normal(0, config.covariate_sd, 12), np.zeros(len(SECTORS))
+        ]  # trends in groups
         female = np.concatenate([FEMALE_GROUPS, FEMALE_SECTORS]) / 2
         self.sex_eff = np.vstack([-female, female, np.zeros(n_eff)])
         home = np.zeros((len(WORKER_TYPES), 12))
         for k, (groups, _) in enumerate(WORKER_TYPES.values()):
             home[k, np.array(groups) - 1] = config.type_strength
         self.type_eff = np.hstack([home, np.array([tilt for _, tilt in WORKER_TYPES.values()])])
-        self.stay_by_age = np.array(config.stay_by_age) if config.stay_by_age is not None else self._calibrate()
+        self.stay_by_age = (
+            np.array(config.stay_by_age) if config.stay_by_age is not None else self._calibrate()
+        )
         self.config = replace(config, stay_by_age=[round(float(v), 6) for v in self.stay_by_age])
         self.stay_by_age = np.array(self.config.stay_by_age)
 
@@ -320,17 +367,27 @@ class World:
         """P(next state | history features, type) as an [n, V] matrix: the generator and the oracle both use it."""
         c = self.config
         n, rows = len(types), np.arange(len(types))
-        interp = np.stack([np.interp(f.age, AGE_KNOTS, col) for col in np.hstack([GROUP_AGE, SECTOR_AGE]).T], 1)
+        interp = np.stack(
+            [np.interp(f.age, AGE_KNOTS, col) for col in np.hstack([GROUP_AGE, SECTOR_AGE]).T], 1
+        )
         z = f.level - 1.5
-        effects = (self.type_eff[types] + self.sex_eff[f.sex] + self.race_eff[f.race] + self.region_eff[f.region]
-                   + np.outer(f.cohort, self.cohort_eff) + interp)
+        effects = (
+            self.type_eff[types]
+            + self.sex_eff[f.sex]
+            + self.race_eff[f.race]
+            + self.region_eff[f.region]
+            + np.outer(f.cohort, self.cohort_eff)
+            + interp
+        )
         has_prev = f.state >= 0
         prev_occ = has_prev & (f.state < self.n_occ)
         log_d, log_g = np.log(f.duration), np.log(f.gap)
         # 1. sector
         sector = effects[:, 12:] + SECTOR_BASE + np.outer(z + 1.5, SECTOR_EDUCATION)
         prev_sector = self.sector_of[f.state]
-        persist = SECTOR_PERSIST[prev_sector] + SECTOR_PERSIST_DURATION[prev_sector] * log_d - c.gap_effect * log_g
+        persist = (
+            SECTOR_PERSIST[prev_sector] + SECTOR_PERSIST_DURATION[prev_sector] * log_d - c.gap_effect * log_g
+        )
         persist += np.where(prev_sector == SECTORS.index("education"), SCHOOL_PERSIST_BY_LEVEL[f.level], 0.0)
         sector[rows[has_prev], prev_sector[has_prev]] += persist[has_prev]
         p_sector = _softmax(sector)
@@ -345,15 +402,29 @@ class World:
         np.multiply(self.occ_weight[types], np.exp(g17 - g17.max(1, keepdims=True))[:, self.group17], out=q)
         q[occ_rows, prev] = 0.0
         can_return = (f.last_occupation >= 0) & (f.last_occupation != f.state)
-        stay = np.interp(f.age, BAND_CENTRES, self.stay_by_age) + c.duration_effect * log_d \
-            + c.education_stay * z - c.gap_effect * log_g
-        mix = _softmax(np.stack([np.where(prev_occ, stay, -np.inf),
-                                 np.where(can_return, np.where(prev_occ, c.return_logit, c.recall_logit), -np.inf),
-                                 np.zeros(n)], 1)) * p_sector[:, :1]
+        stay = (
+            np.interp(f.age, BAND_CENTRES, self.stay_by_age)
+            + c.duration_effect * log_d
+            + c.education_stay * z
+            - c.gap_effect * log_g
+        )
+        mix = (
+            _softmax(
+                np.stack(
+                    [
+                        np.where(prev_occ, stay, -np.inf),
+                        np.where(can_return, np.where(prev_occ, c.return_logit, c.recall_logit), -np.inf),
+                        np.zeros(n),
+                    ],
+                    1,
+                )
+            )
+            * p_sector[:, :1]
+        )
         q *= (mix[:, 2] / q.sum(1))[:, None]
         q[occ_rows, prev] += mix[prev_occ, 0]
         q[rows[can_return], f.last_occupation[can_return]] += mix[can_return, 1]
-        out[:, self.n_occ:] = 0.0
+        out[:, self.n_occ :] = 0.0
         out[:, self.special] = p_sector[:, 1:]
         return out
 
@@ -368,8 +439,10 @@ class World:
         lengths = (years >= 0).sum(1)
         history = _History.empty(persons)
         age0 = years[:, 0] - statics["birth_year"]
-        schooling = np.minimum(SCHOOL_YEARS[rng.choice(5, size=persons, p=_normalized(pop.education_shares))],
-                               np.maximum(age0 - 6, 0))
+        schooling = np.minimum(
+            SCHOOL_YEARS[rng.choice(5, size=persons, p=_normalized(pop.education_shares))],
+            np.maximum(age0 - 6, 0),
+        )
         states = np.full(years.shape, -1, dtype=np.int16)
         levels = np.zeros(years.shape, dtype=np.int8)
         school = self.special[SECTORS.index("education") - 1]
@@ -396,7 +469,9 @@ class World:
             self.config = replace(calibration, stay_by_age=list(self.stay_by_age))
             sample = self.sample(c.calibrate_on, c.calibration_persons, seed=2**31)
             rates = np.clip(switch_rates_by_age(sample.panel)["switch_rate"].to_numpy(), 1e-3, 1 - 1e-3)
-            self.stay_by_age = self.stay_by_age + np.nan_to_num(_logit(rates) - _logit(targets))  # empty band: keep
+            self.stay_by_age = self.stay_by_age + np.nan_to_num(
+                _logit(rates) - _logit(targets)
+            )  # empty band: keep
         return self.stay_by_age
 
 
@@ -448,26 +523,34 @@ def _draw_persons(pop: PopulationConfig, n: int, rng: np.random.Generator) -> tu
     return statics, years
 
 
-def _to_panel(name: str, statics: dict, years: np.ndarray, states: np.ndarray, levels: np.ndarray) -> CareerPanel:
+def _to_panel(
+    name: str, statics: dict, years: np.ndarray, states: np.ndarray, levels: np.ndarray
+) -> CareerPanel:
     """Padded [n, T] arrays -> a CareerPanel with ids ``<name>-<0000000>`` (sorted like generation order)."""
     n = len(years)
     ids = np.array([f"{name}-{i:07d}" for i in range(n)], dtype=object)
     mask = years >= 0
-    records = pd.DataFrame({
-        "person_id": np.repeat(ids, mask.sum(1)),
-        "year": years[mask],
-        "state": states[mask],
-        "education": pd.Categorical.from_codes(levels[mask], categories=EDUCATION_LEVELS, ordered=True),
-    })
+    records = pd.DataFrame(
+        {
+            "person_id": np.repeat(ids, mask.sum(1)),
+            "year": years[mask],
+            "state": states[mask],
+            "education": pd.Categorical.from_codes(levels[mask], categories=EDUCATION_LEVELS, ordered=True),
+        }
+    )
 
     def label(codes, names):
         return pd.array(np.where(codes >= 0, np.array(names, dtype=object)[codes], None), dtype="string")
 
-    persons = pd.DataFrame({
-        "birth_year": statics["birth_year"],
-        "sex": label(statics["sex"], SEXES), "race": label(statics["race"], RACES),
-        "location": label(statics["region"], REGIONS),
-    }, index=pd.Index(ids, name="person_id"))
+    persons = pd.DataFrame(
+        {
+            "birth_year": statics["birth_year"],
+            "sex": label(statics["sex"], SEXES),
+            "race": label(statics["race"], RACES),
+            "location": label(statics["region"], REGIONS),
+        },
+        index=pd.Index(ids, name="person_id"),
+    )
     return make_panel(records, persons, name)
 
 
@@ -484,10 +567,15 @@ def switch_rates_by_age(panel: CareerPanel) -> pd.DataFrame:
     for low, high, _, target in NLSY79_SWITCH_BY_AGE:
         in_band = pair & (age > low) & (age <= high)
         rate = switched[in_band].mean() if in_band.any() else np.nan
-        rows.append({"age_band": f"({low}, {high}]", "n_pairs": int(in_band.sum()), "switch_rate": rate,
-                     "nlsy79_raw": target})
+        rows.append(
+            {
+                "age_band": f"({low}, {high}]",
+                "n_pairs": int(in_band.sum()),
+                "switch_rate": rate,
+                "nlsy79_raw": target,
+            }
+        )
     return pd.DataFrame(rows)
-
 
 
 _WORLDS: dict[str, World] = {}  # built worlds by config (building one calibrates it)
@@ -504,7 +592,10 @@ def world_of(config: World | WorldConfig) -> World:
 
 
 def generate_population(
-    population: str = "survey", persons: int | None = None, seed: int | None = None, config: WorldConfig | None = None
+    population: str = "survey",
+    persons: int | None = None,
+    seed: int | None = None,
+    config: WorldConfig | None = None,
 ) -> CareerPanel:
     """The panel of one population of the world ``config`` (default world; ``seed`` overrides its seed)."""
     config = config or WorldConfig()
@@ -523,6 +614,10 @@ def load_world_config(path: str | Path) -> WorldConfig:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--world", type=WorldConfig)
     try:
-        return parser.instantiate(parser.parse_object({"world": yaml.safe_load(Path(path).read_text())})).world
+        return parser.instantiate(
+            parser.parse_object({"world": yaml.safe_load(Path(path).read_text())})
+        ).world
     except Exception as err:  # jsonargparse reports type errors with several exception types
-        raise InputError(f"not a synthetic world config ({str(err).splitlines()[0]})", file=str(path)) from None
+        raise InputError(
+            f"not a synthetic world config ({str(err).splitlines()[0]})", file=str(path)
+        ) from None

@@ -93,4 +93,3 @@ def read_cache(folder: Path) -> TokenizedPanel:
     token_ids = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     resumes = table.drop_columns(["input_ids"]).to_pandas()
     return TokenizedPanel(resumes, token_ids, pd.read_parquet(folder / "transitions.parquet"))
-

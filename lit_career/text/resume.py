@@ -119,10 +119,14 @@ def render(
         length += len(prefix) + len(target)
         target_end.append(length)
     pieces.append(END)
-    return Resume("".join(pieces), np.asarray(years), np.asarray(states), np.array(prompt_end), np.array(target_end))
+    return Resume(
+        "".join(pieces), np.asarray(years), np.asarray(states), np.array(prompt_end), np.array(target_end)
+    )
 
 
-def render_panel(panel: CareerPanel, template: ResumeTemplate | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def render_panel(
+    panel: CareerPanel, template: ResumeTemplate | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Render every person of a panel.
 
     Returns ``(texts, transitions)``: ``texts`` has one row per person (person_id, split, text);

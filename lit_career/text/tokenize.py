@@ -163,4 +163,3 @@ def tokenize_panel(
         {"person_id": texts_table["person_id"].to_numpy(), "text": texts, "dropped_years": dropped}
     )
     return TokenizedPanel(resumes, ids, transitions)
-
