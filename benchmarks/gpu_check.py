@@ -8,7 +8,10 @@ Stages (any subset, in order given):
 * ``scorer``: the closed-set scorer on the same model: transitions/s naive (one forward per
   candidate) vs shared prompt (bf16), and their max difference in fp32 (TF32 off);
 * ``finetune``: QLoRA fine-tune of SmolLM2-135M on the bundled NLSY79 corpus for a fixed number of
-  steps, then the next-occupation perplexity over the closed set on validation resumes, before and after.
+  steps, then the next-occupation perplexity over the closed set on validation resumes, before and after;
+* ``rows``: the LM rows of ``configs/rows/plans/lm_gpu.yaml`` in order (the project's own row runner, on
+  the carried SmolLM2), each row's test metrics and wall time; no row starts after ``GPU_CHECK_ROWS_S``
+  seconds (default 420), and a failing row is recorded and skipped.
 
 Model FLOPs per trained token = 2 × forward FLOPs (the frozen base needs activation gradients but
 no weight gradients; recomputation by checkpointing is not counted), forward = 2 × (linear weights
@@ -323,13 +326,7 @@ def stage_finetune() -> dict:
     from lit_career.llm.corpus import ResumeCorpus
     from lit_career.llm.lm import CausalLMFineTuner, LoraSettings
 
-    parts = sorted(Path(os.environ.get("GPU_CHECK_PARTS", WORK / "parts")).glob("*.gguf.part*"))
-    gguf = WORK / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not SMOKE and not gguf.exists():
-        if len(parts) < 2:
-            raise SystemExit(f"need the split SmolLM2 GGUF parts, found {parts}")
-        gguf.write_bytes(b"".join(p.read_bytes() for p in parts))
-    source = "tiny" if SMOKE else str(gguf)
+    source = "tiny" if SMOKE else str(smollm2_gguf())
     steps, resumes = (5, 3) if SMOKE else (300, 40)
     seed_everything(0)
     t0 = time.perf_counter()
@@ -410,12 +407,103 @@ def stage_finetune() -> dict:
     return result
 
 
+def smollm2_gguf() -> Path:
+    """The SmolLM2 GGUF file, joined from its carried parts once."""
+    parts = sorted(Path(os.environ.get("GPU_CHECK_PARTS", WORK / "parts")).glob("*.gguf.part*"))
+    gguf = WORK / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.exists():
+        if len(parts) < 2:
+            raise SystemExit(f"need the split SmolLM2 GGUF parts, found {parts}")
+        gguf.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return gguf
+
+
+def gpu_rows(plan: Path, root: Path) -> list:
+    """The plan's row specs, written under ``root``; smoke: tiny LM, 60 persons, CPU, a few steps."""
+    from dataclasses import replace
+
+    from lit_career.runs.spec import load_plan, load_row
+
+    specs = [load_row(path, root=str(root)) for path in load_plan(plan)]
+    if not SMOKE:
+        base = str(smollm2_gguf())
+        own = [s.lm.reuse is None and "smollm2" in s.name for s in specs]  # reusing rows read the adapter's
+        return [
+            replace(s, lm=replace(s.lm, base_model=base)) if o else s for s, o in zip(specs, own, strict=True)
+        ]
+    cpu = {"trainer.accelerator": "cpu", "trainer.precision": "32-true"}
+    smoke = []
+    for spec in specs[:3]:
+        tune = {
+            **cpu,
+            "trainer.max_steps": 2,
+            "trainer.val_check_interval": 1.0,
+            "trainer.limit_val_batches": 1,
+        }
+        lm = replace(
+            spec.lm,
+            base_model="tiny" if spec.lm.reuse is None else None,
+            data={**spec.lm.data, "max_persons": 60},
+            finetune_overrides=tune if spec.lm.finetune else {},
+            head_overrides={**cpu, "trainer.max_epochs": 1},
+            bound_sample_persons=min(spec.lm.bound_sample_persons, 1),
+        )
+        smoke.append(replace(spec, lm=lm))
+    return smoke
+
+
+def stage_rows() -> dict:
+    from lit_career.runs.row import run_row
+
+    deadline = time.perf_counter() + float(os.environ.get("GPU_CHECK_ROWS_S", 420))
+    rows, lines = (
+        [],
+        [
+            "| row | test ppl | movers | stayers | T=1 bound (test) | Z sample exact / bound | s |",
+            "|---|---|---|---|---|---|---|",
+        ],
+    )
+    for spec in gpu_rows(Path("configs/rows/plans/lm_gpu.yaml"), WORK / "rows"):
+        if time.perf_counter() > deadline:
+            rows.append({"row": spec.name, "status": "not started (deadline)"})
+            continue
+        began = time.perf_counter()
+        try:
+            run_row(spec)
+        except Exception as err:  # record and go on: one broken row must not cost the others
+            rows.append({"row": spec.name, "status": f"failed: {type(err).__name__}: {err}"[:300]})
+            print(f"row {spec.name} failed: {err}", flush=True)
+            continue
+        record = json.loads((spec.out_dir / "metrics.json").read_text())
+        test, bound = record["test"], (record.get("likelihood_bound") or {}).get("test", {})
+        seconds = time.perf_counter() - began
+        rows.append({"row": spec.name, "status": "done", "seconds": seconds, "test": test, "bound": bound})
+        z = (
+            f"{bound['sample_ppl_exact']:.2f} / {bound['sample_ppl_bound']:.2f}"
+            if "sample_ppl_exact" in bound
+            else "–"
+        )
+        lines.append(
+            f"| {spec.name} | {test['ppl_all']:.2f} | {test['ppl_movers']:.1f} | {test['ppl_stayers']:.3f} | "
+            f"{bound.get('ppl_all_bound', float('nan')):.2f} | {z} | {seconds:.0f} |"
+        )
+        print(lines[-1], flush=True)
+    lines += ["", *(f"- {r['row']}: {r['status']}" for r in rows if r["status"] != "done")]
+    return {"rows": rows, "markdown": "\n".join(lines)}
+
+
 def main(stages: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         start = time.perf_counter()
-        result = {"memory": stage_memory, "scorer": stage_scorer, "finetune": stage_finetune}[stage]()
+        stages_by_name = {
+            "memory": stage_memory,
+            "scorer": stage_scorer,
+            "finetune": stage_finetune,
+            "rows": stage_rows,
+        }
+        result = stages_by_name[stage]()
         result.update(
             card=card(),
             seconds=time.perf_counter() - start,
@@ -428,4 +516,4 @@ def main(stages: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["memory", "scorer", "finetune"])
+    main(sys.argv[1:] or ["memory", "scorer", "finetune", "rows"])
