@@ -17,9 +17,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from lit_career.llm.corpus import ResumeCorpus
-from lit_career.panel.transitions import transition_table
-
-COVARIATES = ("sex", "race", "birth_year", "education")
+from lit_career.panel.transitions import COVARIATES, transition_table
 
 
 class TransitionData(ResumeCorpus):
