@@ -72,13 +72,13 @@ def evaluate(
         raise InputError(f"bootstrap must be at least 1, not {bootstrap}")
     found = prediction_files(runs, split)
     loaded = [(path, _read(path, split)) for _, path in found]
-    check_same_transitions(loaded)
+    orders = check_same_transitions(loaded)
     names = _row_names([run for run, _ in found], [pred.model for _, pred in loaded])
     models = {name: pred for name, (_, pred) in zip(names, loaded, strict=True)}
     table = _metrics_table(found, models)
     ref = reference_row(names, reference)
     if ref is not None:
-        table = _with_ratios(table, loaded, ref, bootstrap, seed)
+        table = _with_ratios(table, loaded, orders, ref, bootstrap, seed)
     out_dir = Path(out_dir)
     markdown, _ = write_table(table, out_dir, "metrics")
     if ref is not None:
@@ -161,12 +161,17 @@ def prediction_files(runs: list[Path], split: str | None) -> list[tuple[Path, Pa
     return files
 
 
-def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> None:
-    """Raise :class:`InputError` naming the first run whose transitions differ from the first run's."""
+def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> list[np.ndarray]:
+    """Raise :class:`InputError` naming the first run whose transitions differ from the first run's; else
+    each run's row positions in key order (the same transition at the same place in every run)."""
     first_path, first = loaded[0]
-    reference = _keys(first).reset_index(drop=True)
+    first_keys = _keys(first)
+    reference = first_keys.reset_index(drop=True)
+    orders = [first_keys.index.to_numpy()]
     for path, pred in loaded[1:]:
-        keys = _keys(pred).reset_index(drop=True)
+        sorted_keys = _keys(pred)
+        orders.append(sorted_keys.index.to_numpy())
+        keys = sorted_keys.reset_index(drop=True)
         if not keys.equals(reference):
             merged = reference.merge(keys, how="outer", indicator=True)
             missing, extra = (int((merged["_merge"] == side).sum()) for side in ("left_only", "right_only"))
@@ -175,6 +180,7 @@ def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> None:
                 f"{missing} of those missing, {extra} not among them); compare runs on the same panel and split",
                 file=str(path),
             )
+    return orders
 
 
 def reference_row(names: list[str], reference: str | None) -> int | None:
@@ -237,10 +243,15 @@ def _read(path: Path, split: str | None) -> Predictions:
 
 
 def _with_ratios(
-    table: pd.DataFrame, loaded: list[tuple[Path, Predictions]], ref: int, resamples: int, seed: int
+    table: pd.DataFrame,
+    loaded: list[tuple[Path, Predictions]],
+    orders: list[np.ndarray],
+    ref: int,
+    resamples: int,
+    seed: int,
 ) -> pd.DataFrame:
-    """``table`` with :func:`paired_bootstrap`'s columns and ``vs_<reference>`` after ``ppl_all``."""
-    orders = [_keys(pred).index.to_numpy() for _, pred in loaded]
+    """``table`` with :func:`paired_bootstrap`'s columns and ``vs_<reference>`` after ``ppl_all``; ``orders``
+    aligns the runs' transitions (:func:`check_same_transitions`)."""
     nll = -np.stack(
         [pred.realized_log_prob()[order] for (_, pred), order in zip(loaded, orders, strict=True)]
     )

@@ -248,9 +248,10 @@ class OccupationHead(L.LightningModule):
         report: dict[str, float] = likelihood_bound(target, states, prev)
         if sample_persons <= 0:
             return report
-        persons = np.sort(table["person_id"].astype(str).unique())
+        person = table["person_id"].astype(str)
+        persons = np.sort(person.unique())
         chosen = np.random.default_rng(seed).choice(persons, min(sample_persons, len(persons)), replace=False)
-        rows = np.flatnonzero(table["person_id"].astype(str).isin(chosen).to_numpy())
+        rows = np.flatnonzero(person.isin(chosen).to_numpy())
         scores = self._scores(split, table.iloc[rows].reset_index(drop=True))
         log_z = scores.double().logsumexp(-1)
         realized = scores.double().gather(1, torch.as_tensor(states[rows])[:, None]).squeeze(1)
@@ -276,10 +277,8 @@ class OccupationHead(L.LightningModule):
             return torch.load(path, weights_only=True)
         began = time.perf_counter()
         scorer = ClosedSetScorer(self.lm, self.tokenizer, candidates, chunk_size=self.score_chunk_size)
-        scores = closed_set_scores(scorer, token_ids, part.reset_index(drop=True))
-        log.info(
-            "closed-set scores of %d sampled transitions in %.1f s", len(part), time.perf_counter() - began
-        )
+        scores = closed_set_scores(scorer, token_ids, part)
+        log.info("closed-set scores of %d transitions in %.1f s", len(part), time.perf_counter() - began)
         write_file_atomic(path, partial(torch.save, scores))
         return scores
 
