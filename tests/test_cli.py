@@ -26,9 +26,9 @@ SHORT = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--tra
 FIRST_LOSSES = {"lora": [7.657494, 7.624380, 7.623466], "qlora": [7.656220, 7.623854, 7.622345]}
 
 
-def wandb_dir(root: Path) -> list[str]:
+def run_in(root: Path, name: str = "run") -> list[str]:
     # absolute: the W&B service process keeps the working directory of the first run of the session
-    return ["--trainer.logger.init_args.save_dir", str(root / "runs")]
+    return ["--trainer.default_root_dir", str(root / "runs"), "--run_name", name]
 
 
 def eval_logits(model, batch) -> torch.Tensor:
@@ -41,14 +41,14 @@ def eval_logits(model, batch) -> torch.Tensor:
 def test_fit_from_yaml_logs_to_offline_wandb_and_exports(tmp_path, monkeypatch, mode):
     monkeypatch.chdir(tmp_path)
     cli = LitCareerCLI(
-        ["fit", "--config", str(EXPERIMENTS / f"{mode}_tiny_cpu.yaml"), *SHORT, *wandb_dir(tmp_path)]
+        ["fit", "--config", str(EXPERIMENTS / f"{mode}_tiny_cpu.yaml"), *SHORT, *run_in(tmp_path)]
     )
     assert cli.trainer.global_step == 4
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in cli.model.modules()) == (mode == "qlora")
 
     assert isinstance(cli.trainer.logger, WandbLogger)
     wandb.finish()  # in-process: close the run as the process exit would
-    (run,) = offline_runs(tmp_path / "runs")  # offline: the run is only on disk
+    (run,) = offline_runs(tmp_path / "runs" / "run")  # offline: the run is only on disk, in the run folder
     val = [row for row in run.history if "val/nll" in row]
     assert [row["trainer/global_step"] for row in val] == [1, 3]  # after steps 2 and 4 (0-based step 1, 3)
     assert val[-1]["val/nll"] == pytest.approx(float(cli.trainer.callback_metrics["val/nll"]))
@@ -58,26 +58,114 @@ def test_fit_from_yaml_logs_to_offline_wandb_and_exports(tmp_path, monkeypatch, 
     # the model's and the corpus's hyperparameters (the tokenizer linked from the model's base)
     assert run.config["mode"] == mode and run.config["tokenizer"] == "tiny"
 
-    export = tmp_path / "runs" / "adapter"  # <log dir>/adapter
+    export = tmp_path / "runs" / "run" / "adapter"  # <run folder>/adapter
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "hparams.yaml"} <= {
         p.name for p in export.iterdir()
     }
     resolved = yaml.safe_load((export / "config.yaml").read_text())  # the run's config, overrides included
     assert resolved["trainer"]["max_steps"] == 4 and resolved["model"]["init_args"]["mode"] == mode
-    assert (tmp_path / "runs" / "config.yaml").is_file()
+    assert (tmp_path / "runs" / "run" / "config.yaml").is_file()
 
 
-def test_second_fit_in_the_same_folder_resumes(tmp_path, monkeypatch):
+def test_same_command_finds_its_run_and_resumes_from_last(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = ["fit", "--config", str(EXPERIMENTS / "lora_tiny_cpu.yaml"), *wandb_dir(tmp_path)]
-    first = LitCareerCLI([*config, *SHORT])
-    last = first.trainer.checkpoint_callback.last_model_path
-    # a requeued job: same folder (the saved config is overwritten), resumed from the last checkpoint
+    root = tmp_path / "runs"
+    config = [
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "lora_tiny_cpu.yaml"),
+        *SHORT,
+        "--trainer.default_root_dir",
+        str(root),
+    ]
+    first = LitCareerCLI(config)
     wandb.finish()
-    second = LitCareerCLI([*config, *SHORT, "--trainer.max_steps", "6", "--ckpt_path", last])
+    folder = Path(first.trainer.default_root_dir)
+    assert folder.parent == root and folder.name.startswith("lora_tiny_cpu-")
+    assert Path(first.trainer.checkpoint_callback.last_model_path) == folder / "checkpoints" / "last.ckpt"
+
+    # the same command again would overwrite the run: refused, with the way to continue it
+    with pytest.raises(SystemExit) as exit_:
+        main(config)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {folder}: this run already saved checkpoints: continue it with "
+        "--ckpt_path last, or start another with --run_name NAME"
+    )
+    # continue it (a longer schedule needs a name: the settings, max_steps included, name an unnamed run)
+    named = [*config, "--run_name", "named"]
+    LitCareerCLI(named)
+    wandb.finish()
+    second = LitCareerCLI([*named, "--trainer.max_steps", "6", "--ckpt_path", "last"])
     wandb.finish()
     assert second.trainer.global_step == 6
     assert second.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 6
+    assert Path(second.trainer.default_root_dir) == root / "named"
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(EXPERIMENTS / "lora_tiny_cpu.yaml"), "--ckpt_path", "last"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("error: runs/lora_tiny_cpu-") and "this run saved no checkpoint" in err
+
+
+class Payload:
+    """Unpickling this creates ``marker``: a checkpoint carrying it must never be unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "pickle", "no_state_dict", "missing"])
+def test_bad_checkpoint_is_one_line_and_never_unpickled(tmp_path, monkeypatch, capsys, kind):
+    monkeypatch.chdir(tmp_path)
+    path, marker = tmp_path / f"{kind}.ckpt", tmp_path / "PAYLOAD_RAN"
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "epoch": 0}, good)
+    contents = {
+        "empty": b"",
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "random": bytes(range(256)) * 20,
+    }
+    if kind in contents:
+        path.write_bytes(contents[kind])
+    elif kind == "pickle":
+        torch.save({"state_dict": {}, "hook": Payload(marker)}, path)
+    elif kind == "no_state_dict":
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(EXPERIMENTS / "lora_tiny_cpu.yaml"), "--ckpt_path", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith(f"error: {path}: ")
+    assert not marker.exists()
+
+
+def test_unwritable_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").write_text("a file where the runs folder should be")  # even root can't write there
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / "lora_tiny_cpu.yaml"),
+                "--trainer.default_root_dir",
+                "locked",
+            ]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: locked/lora_tiny_cpu-") and err.endswith(
+        "cannot write the run folder: Not a directory\n"
+    )
 
 
 def test_input_error_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
@@ -129,6 +217,7 @@ def test_smollm2_demo_fits_exports_and_reloads(tmp_path, monkeypatch):
     assert cli.model.base_model == cli.datamodule.tokenizer_source == "smollm2-135m"
     assert cli.trainer.global_step == 2 and cli.trainer.callback_metrics["val/ppl"] > 1
 
-    reloaded = PeftModel.from_pretrained(load_causal_lm("smollm2-135m"), tmp_path / "runs" / "adapter")
+    (adapter,) = (tmp_path / "runs").glob("demo-*/adapter")  # no --config: the demo, named after it
+    reloaded = PeftModel.from_pretrained(load_causal_lm("smollm2-135m"), adapter)
     batch = next(iter(cli.datamodule.val_dataloader()))
     assert torch.equal(eval_logits(reloaded, batch), eval_logits(cli.model.model, batch))

@@ -287,7 +287,8 @@ def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path):
 
     config = ["--config", str(REPO / "configs" / "fit" / "head" / "embedding.yaml")]
     overrides = [
-        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--run_name=run",
         "--trainer.logger=false",
         "--trainer.max_epochs=2",
         "--data.init_args.max_persons=40",
@@ -298,6 +299,6 @@ def test_cli_fits_then_predicts_with_a_fine_tuned_adapter(adapter, tmp_path):
     checkpoint = tmp_path / "run/checkpoints/best.ckpt"
     assert checkpoint.is_file()
     main(["predict", *config, *overrides, f"--ckpt_path={checkpoint}"])
-    pred = Predictions.read(tmp_path / "run/predictions_test.parquet")  # the log dir
+    pred = Predictions.read(tmp_path / "run/predictions_test.parquet")  # the run folder
     pred.check_normalized()
     assert len(pred.table) > 0 and set(pred.table["split"]) == {"test"}

@@ -25,10 +25,9 @@ def test_fit_run_holds_metrics_config_and_adapter(tmp_path, monkeypatch):
         "data.init_args.max_persons": 20,
         "data.init_args.batch_size": 8,  # 16 training resumes: two steps per epoch
         "model.init_args.optimizer.init_args.lr": 0.005,
-        "trainer.default_root_dir": run_dir,
-        "trainer.logger.init_args.save_dir": run_dir,
+        "trainer.default_root_dir": tmp_path,
+        "run_name": "run",  # the run folder: W&B files, checkpoints, adapter
         "trainer.logger.init_args.id": "review-0",
-        "model.init_args.export_dir": run_dir / "adapter",
         "model.init_args.log_adapter_artifact": "true",
     }
     LitCareerCLI(["fit", "--config", str(TINY), *(a for k, v in options.items() for a in (f"--{k}", str(v)))])

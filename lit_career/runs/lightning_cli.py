@@ -13,6 +13,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from lit_career.runs.run_folder import check_writable, dump, place_run, resolve_ckpt_path, run_name
+
 PROG = "python -m lit_career"
 
 
@@ -82,6 +84,45 @@ class LitCareerCLI(LightningCLI):
         super().parse_arguments(parser, args)
         if self.overrides:
             self.config = parser.parse_object(self.overrides, namespace=self.config)
+        if self.config.get("subcommand"):  # not with run=False: the caller places such a run
+            self._place(self.config.subcommand)
+
+    def _place(self, subcommand: str) -> None:
+        """Put the run in its stable folder, check that it is writable and the checkpoint it starts from
+        (before Lightning reads that checkpoint's hyperparameters)."""
+        config = self.config[subcommand]
+        name = config.run_name or run_name(dump(self._parser(subcommand), config), config.get("config"))
+        folder = place_run(config, name)
+        check_writable(folder)
+        config.ckpt_path = resolve_ckpt_path(config.ckpt_path, folder, subcommand)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.base_model", "data.init_args.tokenizer")
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Folder of the run under trainer.default_root_dir, and its W&B id (default: "
+            "<config stem>-<hash of the settings>, the same for the same command).",
+        )
+
+
+def fit_parser() -> LightningArgumentParser:
+    """The parser of ``python -m lit_career`` as :class:`LitCareerCLI` builds it (no default config files, as
+    when ``--config`` is given), parsing nothing and instantiating nothing, and raising jsonargparse's
+    ``ArgumentError`` instead of exiting: ``fit_parser().parse_args(["fit", *args])`` checks ``fit`` arguments."""
+
+    class Built(Exception):
+        pass
+
+    class ParserOnly(LitCareerCLI):
+        def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+            return super().init_parser(**kwargs, exit_on_error=False)
+
+        def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+            raise Built(parser)  # stop LightningCLI.__init__ here: before parsing, seeding, instantiating
+
+    try:
+        ParserOnly()
+    except Built as built:
+        return built.args[0]
