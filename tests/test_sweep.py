@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch import Trainer
 
 from lit_career.cli import main
 from lit_career.errors import InputError
-from lit_career.runs.lightning_cli import LitCareerCLI
-from lit_career.runs.sweep import expand, load_spec, plan, sbatch_command, sweep, write_manifest
+from lit_career.llm.corpus import ResumeCorpus
+from lit_career.llm.lm import CausalLMFineTuner
+from lit_career.runs.lightning_cli import LitCareerCLI, fit_parser
+from lit_career.runs.sweep import expand, load_spec, plan, sbatch_command, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
@@ -74,32 +80,50 @@ def test_run_ids_are_stable_and_follow_the_overrides(tmp_path):
     assert changed[0].run_id == first[0].run_id and changed[1].run_id != first[1].run_id
 
 
-def test_manifest_lines_come_back_through_the_shell(tmp_path):
-    spec = load_spec(
-        write_spec(
-            tmp_path,
-            runs=[
-                {
-                    "trainer.logger.init_args.notes": "it's a 'test' $HOME",
-                    "data.init_args.split_fractions": {"train": 0.9, "valid": 0.1},
-                    "trainer.enable_progress_bar": False,
-                }
-            ],
+TRICKY = {
+    "newline": "first line\nsecond line",
+    "single quote": "it's",
+    "double quote": 'say "hi"',
+    "command substitution": "$(touch PWNED)",
+    "backticks": "`touch PWNED`",
+    "spaces": "two  spaces ",
+    "leading dashes": "--trainer.max_steps=1",
+}
+
+
+@pytest.mark.parametrize("value", TRICKY.values(), ids=TRICKY.keys())
+def test_array_sbatch_hands_each_value_to_fit_unchanged(tmp_path, monkeypatch, value):
+    """slurm/array.sbatch run by bash as SLURM would, with a stand-in srun that records its arguments."""
+    monkeypatch.chdir(tmp_path)
+    notes = "trainer.logger.init_args.notes"
+    runs = sweep(write_spec(tmp_path, name="q", grid={notes: [value, "next run"]}))
+    fake = tmp_path / "bin" / "srun"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "{tmp_path}/argv-$SLURM_ARRAY_TASK_ID"\n')
+    fake.chmod(0o755)
+    path = f"{fake.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    manifest = tmp_path / "runs" / "q" / "manifest.jsonl"
+    for run in runs:
+        env = {**os.environ, "PATH": path, "SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": str(run.index)}
+        subprocess.run(["bash", str(REPO / "slurm" / "array.sbatch"), str(manifest)], env=env, check=True)
+        argv = (tmp_path / f"argv-{run.index}").read_text().split("\0")[:-1]
+        assert argv == ["python", "-m", "lit_career", "fit", *run.args]
+        assert (
+            fit_parser().parse_args(["fit", *argv[4:]]).fit.trainer.logger.init_args.notes
+            == run.overrides[notes]
         )
+    assert runs[0].overrides[notes] == value
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_task_without_its_manifest_line_fails(tmp_path):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps(["--trainer.max_steps=1"]) + "\n")
+    env = {**os.environ, "SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1"}
+    done = subprocess.run(
+        ["bash", str(REPO / "slurm" / "array.sbatch"), str(manifest)], env=env, capture_output=True, text=True
     )
-    (run,) = plan(spec)
-    manifest = write_manifest([run], tmp_path / "m.txt")
-    line = manifest.read_text().splitlines()[0]
-    # what slurm/array.sbatch does with the line: eval it into a command's arguments
-    echoed = subprocess.run(
-        ["bash", "-c", 'eval "set -- $1"; printf "%s\\n" "$@"', "_", line],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    assert echoed == run.args
-    assert run.args[run.args.index("--data.init_args.split_fractions") + 1] == '{"train": 0.9, "valid": 0.1}'
-    assert run.args[run.args.index("--trainer.enable_progress_bar") + 1] == "false"
+    assert done.returncode != 0 and f"line 2 of {manifest} is not a JSON list" in done.stderr
 
 
 def parsed_fit_config(args: list[str], capsys) -> dict:
@@ -115,11 +139,14 @@ def test_each_run_parses_as_fit_arguments_with_its_own_directory_and_id(tmp_path
     )
     for run, lr in zip(plan(spec), [0.01, 0.02], strict=True):
         config = parsed_fit_config(run.args, capsys)
-        logger = config["trainer"]["logger"]["init_args"]
         assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == lr
-        assert config["trainer"]["default_root_dir"] == logger["save_dir"] == str(run.run_dir)
+        # fit puts the run in <default_root_dir>/<run_name>, W&B run id = run name
+        assert (config["trainer"]["default_root_dir"], config["run_name"]) == (
+            str(run.run_dir.parent),
+            run.run_id,
+        )
         assert config["model"]["init_args"]["export_dir"] == str(run.run_dir / "adapter")
-        assert (logger["id"], logger["resume"], logger["name"]) == (run.run_id, "allow", f"lr-{run.index}")
+        assert config["trainer"]["logger"]["init_args"]["name"] == f"lr-{run.index}"
 
 
 def test_sbatch_command(tmp_path, monkeypatch):
@@ -162,9 +189,9 @@ def test_submit_runs_sbatch_with_the_manifest(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     runs = sweep(write_spec(tmp_path, name="sub", grid={"seed_everything": [1, 2]}), submit=True)
     argv = (tmp_path / "argv").read_text().splitlines()
-    manifest = tmp_path / "runs" / "sub" / "manifest.txt"
+    manifest = tmp_path / "runs" / "sub" / "manifest.jsonl"
     assert argv[0] == "--parsable" and argv[1] == "--array=0-1" and argv[-1] == str(manifest)
-    assert [shlex.split(line) for line in manifest.read_text().splitlines()] == [r.args for r in runs]
+    assert [json.loads(line) for line in manifest.read_text().splitlines()] == [r.args for r in runs]
     assert "submitted array job 4242" in capsys.readouterr().out
 
 
@@ -204,3 +231,56 @@ def test_bad_sweep_files(tmp_path, capsys, fields, message):
     assert done.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {path}: ") and "\n" not in err
+
+
+def unbuildable(cls: type):
+    """``cls.__init__`` that fails, with the signature the parser reads."""
+
+    @functools.wraps(cls.__init__)
+    def init(self, *args, **kwargs):
+        raise AssertionError(f"checking a sweep built a {cls.__name__}")
+
+    return init
+
+
+@pytest.mark.parametrize(
+    ("fields", "index", "key", "reason"),
+    [
+        (
+            {"grid": {"model.init_args.lora.rr": [8, 16]}},
+            0,
+            "'model.init_args.lora.rr' = 8",
+            "'rr' is not accepted",
+        ),
+        (
+            {"grid": {"model.init_args.lora.r": ["eight", 16]}},
+            0,
+            "'model.init_args.lora.r' = 'eight'",
+            "eight",
+        ),
+        (
+            {"runs": [{"seed_everything": 1}, {"trainer.max_steps": "x"}]},
+            1,
+            "'trainer.max_steps' = 'x'",
+            "int",
+        ),
+    ],
+    ids=["unknown key", "bad value", "second run"],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "submit"])
+def test_runs_that_fit_rejects_stop_the_sweep(
+    tmp_path, monkeypatch, capsys, fields, index, key, reason, dry_run
+):
+    """Caught by parsing alone (nothing can be built here), before anything is written or submitted."""
+    for cls in (CausalLMFineTuner, ResumeCorpus, Trainer):
+        monkeypatch.setattr(cls, "__init__", unbuildable(cls))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: a submit would be an error of its own
+    path = write_spec(tmp_path, name="bad", **fields)
+    run = plan(load_spec(path))[index]
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", str(path), "--dry_run", str(dry_run).lower(), "--submit", str(not dry_run).lower()])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: run {index} ({run.run_id}): key {key}: ") and "\n" not in err
+    assert reason in err.split(": key ")[1]
+    assert not (tmp_path / "runs").exists()

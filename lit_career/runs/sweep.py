@@ -15,13 +15,18 @@ A sweep file (YAML) names a base config and the overrides of each run::
 The base config logs with W&B (``configs/fit/logger/wandb.yaml``). Keys are ``fit`` options without the
 leading ``--``; values are passed as YAML/JSON, so a value can also be a config file
 (``model: configs/fit/model/lora_tiny.yaml``). Relative paths are resolved by the jobs from the directory
-``sweep`` ran in (the job's working directory). Each run gets a stable W&B run id
-``<name>-<index>-<hash of its overrides>`` (the name reduced to letters, digits, ``_`` and ``-``)
-and its own directory of that name, holding its checkpoints (``hpc_ckpt_<n>.ckpt`` on requeue),
-W&B files, config and adapter; a requeued run resumes from there and continues the same W&B run.
-The manifest ``<out_dir>/<name>/manifest.txt`` holds one line per run, the arguments of
-``python -m lit_career fit``; ``slurm/array.sbatch`` runs line ``SLURM_ARRAY_TASK_ID + 1`` with the
-W&B group set to the array job id.
+``sweep`` ran in (the job's working directory). Before anything is written or submitted (``--dry_run`` too),
+every run's arguments are parsed by the parser of ``python -m lit_career fit`` (nothing is instantiated): a
+key or value that ``fit`` rejects is an error naming the sweep file, the run and the key.
+
+Each run gets a stable name ``<name>-<index>-<hash of its overrides>`` (the name reduced to letters, digits,
+``_`` and ``-``), passed as ``--run_name``: its folder ``<out_dir>/<name>/<run name>`` holds its checkpoints
+(``hpc_ckpt_<n>.ckpt`` on requeue), W&B files (the W&B run id is the run name), config and adapter; a
+requeued run resumes from there and continues the same W&B run. The manifest
+``<out_dir>/<name>/manifest.jsonl`` holds one line per run: a JSON list of the arguments of
+``python -m lit_career fit``. ``slurm/array.sbatch`` hands line ``SLURM_ARRAY_TASK_ID + 1`` to ``fit``
+argument for argument, no shell parsing involved (any value survives: newlines, quotes, ``$(...)``), with
+the W&B group set to the array job id.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import ArgumentError
 
 from lit_career.errors import InputError
+from lit_career.io import write_file_atomic
+from lit_career.runs.lightning_cli import fit_parser
 
 ARRAY_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "array.sbatch"
 SPEC_KEYS = {"name", "config", "out_dir", "overrides", "grid", "runs", "slurm", "max_parallel"}
@@ -60,7 +68,7 @@ class SweepSpec:
 
 @dataclass
 class SweepRun:
-    """One array task: its overrides, W&B run id, directory and ``fit`` arguments."""
+    """One array task: its overrides, run name (also its W&B run id), folder and ``fit`` arguments."""
 
     index: int
     overrides: dict[str, Any]
@@ -140,9 +148,22 @@ def slug(name: str) -> str:
 
 
 def run_id(name: str, index: int, overrides: dict[str, Any]) -> str:
-    """Stable W&B run id: the same sweep name, index and overrides always give the same id."""
+    """Stable run name (and W&B run id): the same sweep name, index and overrides always give the same one."""
     digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return f"{slug(name)}-{index}-{digest}"
+
+
+def fit_args(spec: SweepSpec, index: int, overrides: dict[str, Any], run_dir: Path) -> list[str]:
+    """Run ``index``'s ``fit`` arguments: the base config, its overrides, then its folder, name and adapter
+    folder. Each is one ``--key=value`` argument, so a value starting with ``-`` is still a value."""
+    return [
+        f"--config={spec.config.resolve()}",
+        *(f"--{key}={cli_value(value)}" for key, value in overrides.items()),
+        f"--trainer.default_root_dir={run_dir.parent}",
+        f"--run_name={run_dir.name}",
+        f"--trainer.logger.init_args.name={spec.name}-{index}",
+        f"--model.init_args.export_dir={run_dir / 'adapter'}",
+    ]
 
 
 def plan(spec: SweepSpec) -> list[SweepRun]:
@@ -152,26 +173,47 @@ def plan(spec: SweepSpec) -> list[SweepRun]:
     for index, overrides in enumerate(expand(spec)):
         rid = run_id(spec.name, index, overrides)
         run_dir = sweep_dir / rid
-        args = ["--config", str(spec.config.resolve())]
-        for key, value in overrides.items():
-            args += [f"--{key}", cli_value(value)]
-        args += [
-            "--trainer.default_root_dir", str(run_dir),
-            "--trainer.logger.init_args.save_dir", str(run_dir),
-            "--trainer.logger.init_args.id", rid,
-            "--trainer.logger.init_args.name", f"{spec.name}-{index}",
-            "--trainer.logger.init_args.resume", "allow",
-            "--model.init_args.export_dir", str(run_dir / "adapter"),
-        ]  # fmt: skip
-        runs.append(SweepRun(index, overrides, rid, run_dir, args))
+        runs.append(SweepRun(index, overrides, rid, run_dir, fit_args(spec, index, overrides, run_dir)))
     return runs
 
 
+def check_runs(spec: SweepSpec, runs: list[SweepRun], path: Path) -> None:
+    """Parse each run's arguments as ``fit`` does, instantiating nothing; the first run ``fit`` would reject
+    raises an :class:`InputError` naming ``path``, the run and the key."""
+    parser = fit_parser()
+    for run in runs:
+        try:
+            parser.parse_args(["fit", *run.args])
+        except ArgumentError as err:
+            where = rejected_key(parser, spec, run)
+            raise InputError(
+                f"run {run.index} ({run.run_id}): {where}: {innermost(err)}", file=str(path)
+            ) from None
+
+
+def rejected_key(parser, spec: SweepSpec, run: SweepRun) -> str:
+    """The first override of ``run`` that ``fit`` rejects after the ones before it, or the base config."""
+    items = list(run.overrides.items())
+    for n in range(len(items) + 1):
+        try:
+            parser.parse_args(["fit", *fit_args(spec, run.index, dict(items[:n]), run.run_dir)])
+        except ArgumentError:
+            return f"key {items[n - 1][0]!r} = {items[n - 1][1]!r}" if n else f"base config {spec.config}"
+    return "its arguments"  # rejected only all together: the message says why
+
+
+def innermost(err: ArgumentError) -> str:
+    """The most indented lines of a jsonargparse error (the reason under its nesting), on one line."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    depth = max(len(line) - len(line.lstrip()) for line in lines)
+    deepest = (line.strip().removeprefix("- ") for line in lines if len(line) - len(line.lstrip()) == depth)
+    return "; ".join(dict.fromkeys(deepest))
+
+
 def write_manifest(runs: list[SweepRun], path: Path) -> Path:
-    """One shell-quoted ``fit`` argument list per line, in task order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(shlex.join(run.args) + "\n" for run in runs))
-    return path
+    """One JSON list of ``fit`` arguments per line, in task order (JSON escapes newlines: one run, one line)."""
+    text = "".join(json.dumps(run.args) + "\n" for run in runs)
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def sbatch_command(spec: SweepSpec, manifest: Path, n_runs: int, script: Path = ARRAY_SCRIPT) -> list[str]:
@@ -198,13 +240,15 @@ def sweep(
     Args:
         spec: sweep file (YAML, see ``configs/sweeps/``).
         submit: run the sbatch command and print the array job id.
-        dry_run: write nothing; print each run's full ``python -m lit_career fit`` command and the sbatch command.
+        dry_run: write nothing; print each run's full ``python -m lit_career fit`` command (shell-quoted) and
+            the sbatch command.
         slurm: sbatch options over the sweep file's ``slurm`` (e.g. ``{"partition": "gpu", "time": "2:00:00"}``).
     """
     parsed = load_spec(spec)
     parsed.slurm |= {str(k): str(v) for k, v in (slurm or {}).items()}
     runs = plan(parsed)
-    manifest = parsed.out_dir.resolve() / slug(parsed.name) / "manifest.txt"
+    check_runs(parsed, runs, spec)
+    manifest = parsed.out_dir.resolve() / slug(parsed.name) / "manifest.jsonl"
     command = sbatch_command(parsed, manifest, len(runs))
     if dry_run:
         for run in runs:
