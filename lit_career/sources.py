@@ -1,13 +1,19 @@
-"""Where a panel comes from, as a config entry: bundled NLSY79, a long table, a CAREER directory or a synthetic world."""
+"""Where a panel comes from, as a config entry: bundled NLSY79, a long table, a CAREER directory or a synthetic
+world, and the split its persons are given (its data's, a file of test ids, or a role in a run)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lit_career.panel.careers import CareerPanel
-from lit_career.panel.table import ColumnMap, load_table
+import pandas as pd
+
+from lit_career.errors import InputError
+from lit_career.panel.careers import CareerPanel, give_splits, give_test_persons, without_test_persons
+from lit_career.panel.table import ColumnMap, load_table, read_person_ids
 from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy
+
+SplitRole = Literal["auto", "test", "train_valid"]
 
 
 @dataclass
@@ -23,10 +29,19 @@ class PanelSource:
         unknown_codes: policy for codes outside the crosswalk: ``error``, ``unmapped`` or ``drop``
             (default: ``error``, except ``drop`` for the bundled NLSY79, see :mod:`lit_career.panel.nlsy79`).
         name: data-source name shown in the resume header (default: from the kind or file name).
-        weight: share of this source in a mixture of sources (relative; see the corpus).
+        weight: share of this source in a mixture of sources (relative; see the corpus); a ``test``
+            source gives no training persons and has weight 0.
         population: synthetic population (``survey``, ``survey97`` or ``resume``).
         persons: synthetic number of workers.
         seed: synthetic world seed.
+        test_ids: file of the persons (one id per line) that form the test split; the others are split
+            into train and valid at random.
+        split: ``auto``: the split the data gives (a CAREER directory's split files, the table's
+            ``columns.split``, ``test_ids``), persons given none drawn at random by person (seeded);
+            ``test``: every person is a test person (a run's test source); ``train_valid``: persons drawn
+            into train and valid only, test persons the data gives left out (the other sources of a run
+            with a test source). A row's ``test_source`` sets both; in a corpus config, set ``test`` on
+            the test source and ``train_valid`` on every other.
     """
 
     kind: Literal["nlsy79", "table", "career", "synthetic"] = "nlsy79"
@@ -39,28 +54,47 @@ class PanelSource:
     population: str = "survey"
     persons: int = 10_000
     seed: int = 0
+    test_ids: str | None = None
+    split: SplitRole = "auto"
+
+    def __post_init__(self) -> None:
+        if self.split == "test":
+            self.weight = 0.0
 
     def load(self) -> CareerPanel:
-        """Read (or generate) the panel."""
+        """Read (or generate) the panel, with the splits its data or ``split`` gives."""
+        panel = self._read()
+        if self.name:
+            panel.source = self.name
+        if self.test_ids is not None:
+            panel = give_test_persons(panel, read_person_ids(self.test_ids), self.test_ids)
+        if self.split == "test":
+            everyone = pd.Series("test", index=panel.persons.index)
+            return give_splits(panel, everyone, {"test": f"every person of {self.describe()}"})
+        if self.split == "train_valid":
+            return without_test_persons(panel, "another source (the run's test source)")
+        return panel
+
+    def describe(self) -> str:
+        """The source in a few words: ``kind:path`` (``synthetic:population seed N``)."""
+        if self.kind == "synthetic":
+            return f"synthetic:{self.population} seed {self.seed}"
+        return f"{self.kind}:{self.path or 'bundled'}"
+
+    def _read(self) -> CareerPanel:
+        if self.kind in ("table", "career") and self.path is None:
+            raise InputError(f"a {self.kind!r} source needs a path")
         policy = self.unknown_codes or "error"
         if self.kind == "nlsy79":
             from lit_career.panel.nlsy79 import load_nlsy79
 
-            panel = load_nlsy79(self.path, unknown_codes=self.unknown_codes or "drop")
-        elif self.kind == "table":
-            if self.path is None:
-                raise ValueError("a 'table' source needs a path")
-            panel = load_table(self.path, self.columns, code_system=self.code_system, unknown_codes=policy)
-        elif self.kind == "career":
+            return load_nlsy79(self.path, unknown_codes=self.unknown_codes or "drop")
+        if self.kind == "table":
+            return load_table(self.path, self.columns, code_system=self.code_system, unknown_codes=policy)
+        if self.kind == "career":
             from lit_career.panel.career_format import read_career
 
-            if self.path is None:
-                raise ValueError("a 'career' source needs a path")
-            panel = read_career(self.path, code_system=self.code_system, unknown_codes=policy)
-        else:
-            from lit_career.synthetic.world import generate_population
+            return read_career(self.path, code_system=self.code_system, unknown_codes=policy)
+        from lit_career.synthetic.world import generate_population
 
-            panel = generate_population(self.population, persons=self.persons, seed=self.seed)
-        if self.name:
-            panel.source = self.name
-        return panel
+        return generate_population(self.population, persons=self.persons, seed=self.seed)

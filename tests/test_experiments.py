@@ -165,7 +165,8 @@ def test_nlsy79_config_runs_on_a_subsample_from_the_command_line(tmp_path):
     small.write_text(config.read_text() + "max_persons: 60\n")
     main(["row", "--spec", str(small), "--root", str(tmp_path)])
     metrics = json.loads((tmp_path / "nlsy79" / "markov2" / "metrics.json").read_text())
-    assert metrics["model"] == "markov2" and metrics["train_persons"] == 48 and metrics["version"] == 1
+    assert metrics["model"] == "markov2" and metrics["train_persons"] == 48 and metrics["version"] == 2
+    assert metrics["splits"] == {split: "random seed 0" for split in ("train", "valid", "test")}
     test = Predictions.read(tmp_path / "nlsy79" / "markov2" / "predictions_test.parquet")
     assert test.table["person_id"].nunique() == 6
     assert np.isfinite(metrics["test"]["ppl_all"])

@@ -66,8 +66,8 @@ def fit_career(
 
 
 def held_out(panel: CareerPanel, seed: int = 0) -> tuple[CareerPanel, CareerPanel]:
-    """(train, valid) of a pretraining panel: its own splits if assigned, else 95/5 by person."""
-    if "split" not in panel.persons:
+    """(train, valid) of a pretraining panel: its own splits where assigned or given, else 95/5 by person."""
+    if "split" not in panel.persons or panel.persons["split"].isna().any():
         panel = assign_splits(panel, {"train": 0.95, "valid": 0.05}, seed=seed)
     return panel.split("train"), panel.split("valid")
 

@@ -5,7 +5,8 @@ A CAREER directory holds, per split ``train``/``valid``/``test``, one line per w
 ``<split>.education`` (aligned with the jobs), and one value per line in ``<split>.gender``,
 ``<split>.ethnicity``, ``<split>.location`` and (this project's addition) ``<split>.year_of_birth``.
 Only ``.job`` and ``.year`` are required. The token ``unknown`` marks a missing covariate value;
-values are single tokens, so :func:`write_career` writes spaces inside a value as ``_``.
+values are single tokens, so :func:`write_career` writes spaces inside a value as ``_``. The split files
+are the panel's given splits: a run keeps each worker in the split of its file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lit_career.errors import InputError
+from lit_career.io import write_file_atomic
 from lit_career.panel.careers import EDUCATION_LEVELS, CareerPanel, make_panel
 from lit_career.panel.table import check_unique_person_years, parse_years
 from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, map_codes
@@ -45,7 +47,8 @@ def read_career(
     education_map: dict[str, str] | None = None,
     source: str = "CAREER",
 ) -> CareerPanel:
-    """Read every split present in ``directory``; person ids are ``<split>-<line number>``.
+    """Read every split present in ``directory``, given as the persons' splits; person ids are
+    ``<split>-<line number>``.
 
     ``education_map`` maps education tokens to :data:`EDUCATION_LEVELS` (default
     :data:`DEFAULT_EDUCATION_MAP`); other tokens than ``unknown`` outside it are errors.
@@ -63,8 +66,9 @@ def read_career(
         )
     parts = [_read_split(directory, split, code_system, unknown_codes, education_map) for split in present]
     removed = sum((Counter(p[2]) for p in parts), Counter())
+    given = {split: f"career:{directory / f'{split}.job'}" for split in present}
     return make_panel(
-        pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts]), source, dict(removed)
+        pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts]), source, dict(removed), given
     )
 
 
@@ -75,7 +79,7 @@ def write_career(
 
     ``split_names`` selects the splits to write (default: all). Jobs are written as occ1990dd codes
     (special states as their 9xx codes), education as level names, missing values as ``unknown``;
-    files of the same names are overwritten.
+    files of the same names are replaced, each atomically.
     """
     directory = Path(directory)
     persons = panel.persons
@@ -112,7 +116,10 @@ def write_career(
             ext: _token(values.loc[ids]) for ext, values in statics.items()
         }
         for ext, values in files.items():
-            (directory / f"{name}.{ext}").write_text("".join(f"{v}\n" for v in values), encoding="utf-8")
+            text = "".join(f"{v}\n" for v in values)
+            write_file_atomic(
+                directory / f"{name}.{ext}", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")
+            )
 
 
 def _read_split(directory: Path, split: str, code_system, unknown_codes, education_map):

@@ -16,7 +16,11 @@ from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, map_codes
 
 @dataclass
 class ColumnMap:
-    """Which column of a long table holds each field. ``None`` means the table has no such column."""
+    """Which column of a long table holds each field. ``None`` means the table has no such column.
+
+    ``split`` names a column giving each person's split (``train``, ``valid`` or ``test``, the same on
+    all of the person's rows): a run keeps them.
+    """
 
     person_id: str = "person_id"
     year: str = "year"
@@ -26,6 +30,11 @@ class ColumnMap:
     sex: str | None = None
     race: str | None = None
     location: str | None = None
+    split: str | None = None
+
+
+SPLIT_NAMES = ("train", "valid", "test")
+"""Split names a table's split column may hold."""
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -47,6 +56,21 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".csv":
         _check_last_line(path, list(table.columns), len(table) + 1)
     return table
+
+
+def read_person_ids(path: str | Path) -> list[str]:
+    """Person ids listed one per line (blank lines skipped); a missing or empty file is an error."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError("file not found", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("file is not UTF-8 text", file=str(path)) from None
+    ids = [line.strip() for line in lines if line.strip()]
+    if not ids:
+        raise InputError("file lists no person ids", file=str(path))
+    return ids
 
 
 def _check_last_line(path: Path, header: list[str], row: int) -> None:
@@ -159,7 +183,36 @@ def load_table(
             persons["birth_year"].fillna("1900"), file=file, column=columns.birth_year, rows=rows
         ).where(persons["birth_year"].notna())
     persons = persons.groupby("person_id", sort=False).first()
-    return make_panel(records, persons, source or Path(path).stem, removed)
+    given = {}
+    if columns.split is not None:
+        persons["split"] = _parse_split(table[columns.split], ids, file, columns.split, rows)
+        present = set(persons["split"])
+        given = {name: f"column {columns.split!r} of {file}" for name in SPLIT_NAMES if name in present}
+    return make_panel(records, persons, source or Path(path).stem, removed, given)
+
+
+def _parse_split(values: pd.Series, ids: pd.Series, file: str, column: str, rows: np.ndarray) -> pd.Series:
+    """Each person's split from a split column: present, one of :data:`SPLIT_NAMES`, one per person."""
+    values = values.astype("string").str.strip()
+    bad = values.isna() | ~values.isin(SPLIT_NAMES)
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        value = values.iloc[pos]
+        what = "is missing: every row needs" if pd.isna(value) else f"{value!r} is not"
+        raise InputError(
+            f"split {what} one of {list(SPLIT_NAMES)}", file=file, row=int(rows[pos]), column=column
+        )
+    first = values.groupby(ids.to_numpy(), sort=False).transform("first")
+    if (changed := values != first).any():
+        pos = int(np.flatnonzero(changed.to_numpy())[0])
+        raise InputError(
+            f"person {ids.iloc[pos]!r} is in split {values.iloc[pos]!r} here but {first.iloc[pos]!r} on an "
+            "earlier row: a person has one split",
+            file=file,
+            row=int(rows[pos]),
+            column=column,
+        )
+    return values.groupby(ids.to_numpy(), sort=False).first()
 
 
 def _parse_education(table: pd.DataFrame, column: str | None, file: str, rows: np.ndarray) -> pd.Series:

@@ -10,8 +10,10 @@ from typing import Any
 from torch import nn
 
 from lit_career.io import write_file_atomic
+from lit_career.panel.careers import CareerPanel, split_origin
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+"""2: ``splits`` added."""
 
 
 @dataclass
@@ -24,6 +26,9 @@ class RowRecord:
     """Version of this record's layout."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The row spec as run."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """Where each split's persons come from: ``{"train": "random seed 0", "test": "ids file heldout.txt"}``
+    (several sources: ``"<source>: <origin>"`` joined by ``; ``)."""
     parameters: int | None = None
     """Parameters of the whole model (LM rows: LM plus head)."""
     epochs: int | None = None
@@ -46,6 +51,21 @@ class RowRecord:
     def write(self, folder: Path) -> Path:
         text = json.dumps(self.as_json(), indent=2, default=str) + "\n"
         return write_file_atomic(Path(folder) / "metrics.json", lambda tmp: tmp.write_text(text))
+
+
+def split_origins(parts: dict[str, dict[str, CareerPanel]], seed: int) -> dict[str, str]:
+    """Where each split's persons come from, from its part of each source (``split → source → panel``, as
+    drawn with ``seed``); sources with no persons in a split are left out of it."""
+    origins = {}
+    for split, by_source in parts.items():
+        found = {
+            name: split_origin(panel, split, seed) for name, panel in by_source.items() if len(panel.persons)
+        }
+        single = len(found) == 1
+        origins[split] = "; ".join(
+            origin if single else f"{name}: {origin}" for name, origin in found.items()
+        )
+    return origins
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -2,11 +2,12 @@
 
 Every non-LM row reads the panel the same way: load ``source``, keep ``max_persons`` persons if asked (the
 same sample as :class:`~lit_career.llm.corpus.ResumeCorpus`'s ``max_persons``), split by person with
-:func:`~lit_career.panel.careers.assign_splits` (``split_seed``, default fractions), fit on train (valid
-for tuning and early stopping), and predict every person-year of valid and test. LM rows
-(:mod:`lit_career.runs.lm_row`) split their corpus with the same settings, so all rows of a dataset score
-the same transitions. The oracle (synthetic sources only) gives the world's exact probabilities and fits
-nothing.
+:func:`~lit_career.panel.careers.assign_splits` (a split the data gives is kept, the rest drawn with
+``split_seed`` in the default fractions; with a ``test_source`` the test set is all of that panel and
+``source`` gives train and valid), fit on train (valid for tuning and early stopping), and predict every
+person-year of valid and test. LM rows (:mod:`lit_career.runs.lm_row`) split their corpus with the same
+settings, so all rows of a dataset score the same transitions. The oracle (synthetic sources only) gives
+the world's exact probabilities and fits nothing.
 
 A row folder holds ``predictions_valid.parquet``, ``predictions_test.parquet`` and ``metrics.json``
 (:class:`~lit_career.runs.record.RowRecord`); ``python -m lit_career evaluate`` collects them.
@@ -26,17 +27,19 @@ from lit_career.baselines.career_fit import pretrain_then_finetune
 from lit_career.baselines.registry import make_baseline
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
+from lit_career.io import check_writable
 from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
 from lit_career.panel.predictions import Predictions
 from lit_career.panel.transitions import transition_table
 from lit_career.runs.lm_row import run_lm_row
-from lit_career.runs.record import RowRecord, count_parameters
+from lit_career.runs.record import RowRecord, count_parameters, split_origins
 from lit_career.runs.spec import RowSpec, load_plan, load_row
 from lit_career.sources import PanelSource
 from lit_career.synthetic.oracle import oracle_log_probs
 from lit_career.synthetic.world import WorldConfig, world_of
 
 Predictor = Callable[[CareerPanel], Predictions]
+SPLITS = ("train", "valid", "test")
 
 
 def row(spec: Path | None = None, plan: Path | None = None, root: Path | None = None) -> list[RowRecord]:
@@ -52,6 +55,8 @@ def row(spec: Path | None = None, plan: Path | None = None, root: Path | None = 
     paths = [Path(spec)] if spec is not None else load_plan(Path(plan))
     overrides = {"root": str(root)} if root is not None else {}
     specs = [load_row(path, **overrides) for path in paths]  # all validated before the first runs
+    for each in specs:
+        check_writable(each.out_dir)
     return [run_row(each) for each in specs]
 
 
@@ -59,15 +64,15 @@ def run_row(spec: RowSpec) -> RowRecord:
     """Fit the row's model, write its valid and test predictions and ``metrics.json``."""
     if spec.model == "lm":
         return run_lm_row(spec)
-    panel = assign_splits(subsample_persons(spec.source.load(), spec.max_persons), seed=spec.split_seed)
-    record = RowRecord(model=spec.name, settings=asdict(spec))
-    record.extra["train_persons"] = len(panel.split("train").persons)
+    panels, origins = split_panels(spec)
+    record = RowRecord(model=spec.name, settings=asdict(spec), splits=origins)
+    record.extra["train_persons"] = len(panels["train"].persons)
     start = time.perf_counter()
-    predict = _fit(spec, panel, record)
+    predict = _fit(spec, panels["train"], panels["valid"], record)
     record.fit_seconds = round(time.perf_counter() - start, 2)
     for split in ("valid", "test"):
         began = time.perf_counter()
-        predictions = predict(panel.split(split))
+        predictions = predict(panels[split])
         predictions.model = spec.name
         predictions.check_normalized()
         predictions.write(spec.out_dir / f"predictions_{split}.parquet")
@@ -80,9 +85,31 @@ def run_row(spec: RowSpec) -> RowRecord:
     return record
 
 
-def _fit(spec: RowSpec, panel: CareerPanel, record: RowRecord) -> Predictor:
-    """Fit the model of a non-LM row on ``panel``'s train split; record its size and epochs."""
-    train, valid = panel.split("train"), panel.split("valid")
+def split_panels(spec: RowSpec) -> tuple[dict[str, CareerPanel], dict[str, str]]:
+    """The train, valid and test persons of a non-LM row, and where each split comes from."""
+    if spec.test_source is None:
+        panel = _load(spec.source, spec)
+        parts = {split: panel.split(split) for split in SPLITS}
+    else:
+        train = _load(replace(spec.source, split="train_valid"), spec)
+        test = _load(replace(spec.test_source, split="test"), spec)
+        parts = {"train": train.split("train"), "valid": train.split("valid"), "test": test.split("test")}
+    for split, part in parts.items():
+        if not len(part.persons):
+            given = f": its data gives {', '.join(part.given_splits)}" if part.given_splits else ""
+            raise InputError(f"the {split} split of {part.source} has no persons{given}")
+    return parts, split_origins(
+        {split: {part.source: part} for split, part in parts.items()}, spec.split_seed
+    )
+
+
+def _load(source: PanelSource, spec: RowSpec) -> CareerPanel:
+    """``source`` read, subsampled to the row's ``max_persons`` and split with its ``split_seed``."""
+    return assign_splits(subsample_persons(source.load(), spec.max_persons), seed=spec.split_seed)
+
+
+def _fit(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecord) -> Predictor:
+    """Fit the model of a non-LM row on ``train`` (``valid`` for tuning); record its size and epochs."""
     if spec.model == "oracle":
         return _oracle(spec.source)
     if spec.model in ("career", "career_pretrained"):

@@ -2,7 +2,8 @@
 
 A row is one model fitted and scored on one dataset: it writes ``predictions_{valid,test}.parquet`` and
 ``metrics.json`` into ``<root>/<dataset>/<name>/``. Every row reads its panel the same way (``source``,
-``max_persons``, ``split_seed``), so rows of one dataset score the same transitions. Row files live in
+``max_persons``, ``split_seed``, ``test_source``), so rows of one dataset score the same transitions: a split
+the data gives (:class:`~lit_career.sources.PanelSource`) is kept, the rest is drawn. Row files live in
 ``configs/rows/<dataset>/<name>.yaml``; a plan (``configs/rows/plans/*.yaml``) lists rows in the order
 they run (a row that reuses another's LM comes after it).
 """
@@ -83,12 +84,16 @@ class RowSpec:
     source: PanelSource = field(default_factory=PanelSource)
     """The panel, split by person, trained on and evaluated (default: the bundled NLSY79). LM rows take their
     panels from ``lm.data`` (the corpus' ``sources``)."""
+    test_source: PanelSource | None = None
+    """Panel whose persons are the whole test set. ``source`` (LM rows: ``lm.data.sources`` if given, else
+    ``source``) then gives train and valid only: its persons drawn into them in the default proportions
+    renormalized (8/9, 1/9) with ``split_seed``, any test persons its data gives left out."""
     split_seed: int = 0
-    """Seed of the person split."""
+    """Seed of the person split (of the persons whose split the data does not give)."""
     seed: int = 0
     """Seed of training (initialization, batch order)."""
     max_persons: int | None = None
-    """Keep this many persons of ``source`` before splitting (smoke tests, demos)."""
+    """Keep this many persons of ``source`` (and of ``test_source``) before splitting (smoke tests, demos)."""
     career: CareerArgs = field(default_factory=CareerArgs)
     """CAREER settings."""
     lm: LMArgs | None = None
@@ -109,6 +114,31 @@ class RowSpec:
             raise InputError(
                 "an LM row either fine-tunes (lm.finetune) or reuses another row's LM (lm.reuse)"
             )
+        if self.test_source is not None:
+            self._check_test_source()
+
+    def _check_test_source(self) -> None:
+        """A test source is a panel of its own, and the only place the row's test set comes from."""
+        if self.model == "oracle":
+            raise InputError("the oracle knows only the world of its source: it takes no test_source")
+        if self.test_source == self.source:
+            raise InputError("test_source is the row's source: its persons would be trained on and tested")
+        if any(_split_of(s) != "auto" for s in [self.test_source, *self.train_sources]):
+            raise InputError(
+                "with test_source the row sets each source's split: leave split out of the sources"
+            )
+        if self.lm is not None and any(
+            "data.init_args.sources" in o for o in (self.lm.finetune_overrides, self.lm.head_overrides)
+        ):
+            raise InputError(
+                "with test_source, give an LM row's sources in lm.data.sources, not in overrides"
+            )
+
+    @property
+    def train_sources(self) -> list[PanelSource | dict[str, Any]]:
+        """Where a row with a ``test_source`` draws train and valid from: ``source``, or the LM row's
+        ``lm.data.sources`` when it gives them."""
+        return (self.lm.data.get("sources") if self.lm is not None else None) or [self.source]
 
     @property
     def out_dir(self) -> Path:
@@ -117,6 +147,11 @@ class RowSpec:
     def folder_of(self, row: str) -> Path:
         """The folder of another row of the same dataset."""
         return Path(self.root) / self.dataset / row
+
+
+def _split_of(source: PanelSource | dict[str, Any]) -> str:
+    """The ``split`` of a source given as a PanelSource or as a dict (``lm.data.sources``)."""
+    return source.get("split", "auto") if isinstance(source, dict) else source.split
 
 
 def row_parser() -> ArgumentParser:
