@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from lit_career.io import write_text_atomic
+
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "RESULTS.md"
 
 
@@ -21,7 +23,7 @@ def machine() -> str:
 
 
 def write_section(title: str, body: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the section ``## title`` of the results file with ``body``."""
+    """Replace (or append) the section ``## title`` of the results file with ``body`` (atomically)."""
     text = (
         path.read_text()
         if path.exists()
@@ -30,5 +32,4 @@ def write_section(title: str, body: str, path: Path = RESULTS) -> None:
     section = f"## {title}\n\n{body.strip()}\n\n_Machine: {machine()}_\n\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)

@@ -4,7 +4,9 @@
 data in subclass mode); every other subcommand is a plain typed function named in :data:`COMMANDS`,
 imported when used and parsed from its signature by jsonargparse. Without ``--config`` the
 Lightning subcommands run the demo (:func:`default_configs`). A :class:`~lit_career.errors.InputError`
-raised anywhere prints one line ``error: <message>`` and exits with status 2.
+raised anywhere (or that an error was raised from) prints one line ``error: <message>`` and exits with
+status 2; so does an ``OSError`` of :data:`~lit_career.io.WRITE_ERRNOS` (a full disk, a quota, a read-only
+folder): ``error: <file>: <reason>``. Any other error keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lit_career.errors import InputError
+from lit_career.io import WRITE_ERRNOS
 from lit_career.runs.lightning_cli import PROG, LitCareerCLI
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -25,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "sweep": "lit_career.runs.sweep:sweep",
     "row": "lit_career.runs.row:row",
     "evaluate": "lit_career.evaluation.evaluate:evaluate",
+    "forecast": "lit_career.forecast.command:forecast",
+    "score": "lit_career.runs.score:score",
 }
 """Subcommands outside LightningCLI: name → ``module:function``."""
 DESCRIPTION = (
@@ -67,6 +72,22 @@ def main(args: Sequence[str] | None = None) -> None:
             run_command(argv[0], argv[1:])
         else:
             LitCareerCLI(args, default_config_files=default_configs(argv), description=DESCRIPTION)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of ``err`` or of an exception it was raised from (jsonargparse wraps what a class
+    raises when it is instantiated): an :class:`InputError`, or an ``OSError`` of :data:`WRITE_ERRNOS` as
+    ``<file>: <reason>``; None for any other error."""
+    while err is not None:
+        if isinstance(err, InputError):
+            return str(err)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            return f"{err.filename}: {err.strerror}" if err.filename else err.strerror or str(err)
+        err = err.__cause__
+    return None

@@ -5,7 +5,8 @@ prediction file; globs are expanded. A row is named by the model name stored in 
 runs share it, by the run directory's name. Every row must score exactly the same transitions
 (person, year, realized state) of the split; otherwise the first run that differs is named. Metrics
 come from :func:`~lit_career.evaluation.metrics.evaluate_predictions`; a run's ``metrics.json`` (written
-by ``python -m lit_career row``) adds its size and timing columns.
+by ``python -m lit_career row``) adds its size and timing columns. The output folder is checked for
+writing before any run is read; every table and plot is written atomically.
 
 Each row is also set against a reference row (by default the CAREER row): ``ppl_ratio`` is its
 ``ppl_all`` over the reference's, ``ratio_lo``/``ratio_hi`` a 95% interval from a paired bootstrap over
@@ -16,7 +17,6 @@ persons (:func:`paired_bootstrap`), and ``vs_<reference>`` says ``win`` (interva
 from __future__ import annotations
 
 import glob
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,10 @@ from lit_career.evaluation.report import (
     save_figure,
     subgroup_figure,
     subgroup_table,
+    write_csv,
     write_table,
 )
+from lit_career.io import check_writable, read_json
 from lit_career.panel.predictions import Predictions
 
 TRANSITION_KEY = ["person_id", "year", "state"]
@@ -70,6 +72,7 @@ def evaluate(
         raise InputError("no runs given")
     if bootstrap < 1:
         raise InputError(f"bootstrap must be at least 1, not {bootstrap}")
+    out_dir = check_writable(out_dir)
     found = prediction_files(runs, split)
     loaded = [(path, _read(path, split)) for _, path in found]
     orders = check_same_transitions(loaded)
@@ -79,14 +82,16 @@ def evaluate(
     ref = reference_row(names, reference)
     if ref is not None:
         table = _with_ratios(table, loaded, orders, ref, bootstrap, seed)
-    out_dir = Path(out_dir)
-    markdown, _ = write_table(table, out_dir, "metrics")
+    note = ""
     if ref is not None:
-        note = f"ppl_ratio: ppl_all over {names[ref]}'s; 95% interval from {bootstrap} paired bootstrap"
-        markdown.write_text(f"{markdown.read_text()}\n{note} resamples of persons (seed {seed}).\n")
+        note = (
+            f"ppl_ratio: ppl_all over {names[ref]}'s; 95% interval from {bootstrap} paired bootstrap "
+            f"resamples of persons (seed {seed})."
+        )
+    markdown, _ = write_table(table, out_dir, "metrics", note)
     print(markdown.read_text(), end="")
     subgroups = subgroup_table(models, None)
-    subgroups.to_csv(out_dir / "subgroups.csv", index=False)
+    write_csv(subgroups, out_dir / "subgroups.csv")
     images = _plots(table, models, subgroups, split, out_dir)
     if wandb:
         log_to_wandb({"metrics": table.reset_index(), "subgroups": subgroups}, images, wandb_project)
@@ -95,13 +100,10 @@ def evaluate(
 
 def _metrics_table(found: list[tuple[Path, Path]], models: dict[str, Predictions]) -> pd.DataFrame:
     """One row per model: its metrics, the run's size and timing from ``metrics.json``, and the run."""
-    rows = {}
-    for (run, _), (name, pred) in zip(found, models.items(), strict=True):
-        info = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-        rows[name] = {
-            **evaluate_predictions(pred),
-            **{k: info[k] for k in RUN_INFO if info.get(k) is not None},
-        }
+    rows = {
+        name: {**evaluate_predictions(pred), **run_info(run / "metrics.json")}
+        for (run, _), (name, pred) in zip(found, models.items(), strict=True)
+    }
     table = comparison_table(rows)
     for column in ("parameters", "epochs"):
         if column in table:
@@ -110,6 +112,23 @@ def _metrics_table(found: list[tuple[Path, Path]], models: dict[str, Predictions
             )
     table.insert(0, "run", [str(run) for run, _ in found])
     return table
+
+
+def run_info(path: Path) -> dict[str, float]:
+    """The :data:`RUN_INFO` numbers a run's ``metrics.json`` holds (none when there is no such file); an
+    :class:`InputError` naming the file, and the key, when it is not a JSON object of numbers there."""
+    if not path.is_file():
+        return {}
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise InputError(
+            f"expected a JSON object (a row's record), got {type(info).__name__}", file=str(path)
+        )
+    for key in RUN_INFO:
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError(f"{key!r} must be a number or null, not {value!r}", file=str(path))
+    return {k: info[k] for k in RUN_INFO if info.get(k) is not None}
 
 
 def _plots(
@@ -238,6 +257,8 @@ def perplexity_figure(table: pd.DataFrame, split: str | None) -> Figure:
 def _read(path: Path, split: str | None) -> Predictions:
     try:
         return select_split(Predictions.read(path), split)
+    except InputError:
+        raise
     except (ValueError, OSError) as err:
         raise InputError(str(err).splitlines()[0], file=str(path)) from err
 

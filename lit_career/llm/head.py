@@ -19,7 +19,8 @@ Heads (``head``):
   previous state ``p``: ``P(p) = sigmoid(s)``, ``P(j != p) = sigmoid(-s) * softmax_{j != p}``; a first
   year (``prev_state = -1``) gets the plain softmax.
 
-Features are cached under ``feature_cache_dir``: closed-set scores as ``scores-<split>-<key>.pt``, hidden
+Features are cached under ``feature_cache_dir`` (loaded with ``weights_only``; an unreadable file is an
+error naming it, recomputed once deleted): closed-set scores as ``scores-<split>-<key>.pt``, hidden
 states (with each realized target's LM log-probability, see :mod:`~lit_career.llm.features`) as shards
 in ``hidden-<split>-<key>/``, computed by ``feature_workers`` processes and resumable shard by shard. The
 key hashes the LM (base files' names, sizes and times, adapter files' contents, quantization), the
@@ -38,7 +39,6 @@ import hashlib
 import logging
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -49,13 +49,20 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_career.errors import InputError
-from lit_career.io import write_file_atomic
-from lit_career.llm.adapter import base_model_of, lm_identity, split_mismatches
-from lit_career.llm.backbone import cache_dir, load_frozen_lm, load_tokenizer, resolve_model_source
-from lit_career.llm.features import FrozenLM, data_fingerprint, extract, likelihood_bound
+from lit_career.io import check_writable
+from lit_career.llm.adapter import base_model_of, check_adapter, lm_identity, split_mismatches
+from lit_career.llm.backbone import cache_dir, load_config, load_frozen_lm, load_tokenizer
+from lit_career.llm.features import (
+    FrozenLM,
+    data_fingerprint,
+    extract,
+    likelihood_bound,
+    load_tensors,
+    save_tensors,
+)
 from lit_career.llm.scoring import ClosedSetScorer, candidate_strings, closed_set_scores
 from lit_career.llm.transition_data import TransitionData
 from lit_career.panel.predictions import Predictions
@@ -145,6 +152,8 @@ class OccupationHead(L.LightningModule):
             raise ValueError(f"head must be likelihood, embedding or two_stage, not {head!r}")
         if adapter is None and base_model is None:
             raise ValueError("set base_model, adapter or both")
+        if adapter is not None:
+            check_adapter(adapter)
         self.head, self.adapter, self.quantization, self.layer = head, adapter, quantization, layer
         self.base_model = base_model or base_model_of(adapter)
         self.optimizer, self.name = optimizer, name or f"llm_{head}"
@@ -160,7 +169,7 @@ class OccupationHead(L.LightningModule):
             self.log_temperature = nn.Parameter(torch.zeros(()))
             self.bias = nn.Parameter(torch.zeros(self.num_states), requires_grad=fit_bias)
         else:
-            width = AutoConfig.from_pretrained(resolve_model_source(self.base_model)).hidden_size
+            width = load_config(self.base_model).hidden_size
             outputs = self.num_states + (head == "two_stage")
             self.net = feature_network(width, outputs, hidden_size, dropout)
         # Kept outside the module tree: never trained or checkpointed, loaded only when features are missing.
@@ -274,12 +283,18 @@ class OccupationHead(L.LightningModule):
         key = self._feature_key(token_ids, part, "\n".join(candidates))
         path = self.feature_cache_dir / f"scores-{split}-{key}.pt"
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            scores = load_tensors(path)
+            if not isinstance(scores, Tensor) or scores.shape != (len(part), self.num_states):
+                raise InputError(
+                    "not closed-set scores of this split; delete it to recompute", file=str(path)
+                )
+            return scores
+        check_writable(self.feature_cache_dir)  # before the LM runs, not once it is done
         began = time.perf_counter()
         scorer = ClosedSetScorer(self.lm, self.tokenizer, candidates, chunk_size=self.score_chunk_size)
         scores = closed_set_scores(scorer, token_ids, part)
         log.info("closed-set scores of %d transitions in %.1f s", len(part), time.perf_counter() - began)
-        write_file_atomic(path, partial(torch.save, scores))
+        save_tensors(path, scores)
         return scores
 
     def _feature_key(self, token_ids: list[list[int]], table: pd.DataFrame, detail: str) -> str:

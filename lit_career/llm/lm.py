@@ -11,7 +11,7 @@ is quantized where it will run, CPU or GPU, through transformers' ``BitsAndBytes
 Checkpoints hold only the trainable tensors and the optimizer and schedule state (Lightning's).
 Each training batch reseeds torch's RNG from ``seed_everything``'s seed, the global step and the
 batch index, so a run resumed from an epoch-end checkpoint repeats the uninterrupted run's steps
-exactly. At the end of ``fit`` the model is exported to :attr:`CausalLMFineTuner.export_path`:
+exactly. At the end of ``fit`` the model is exported (atomically) to :attr:`CausalLMFineTuner.export_path`:
 the peft adapter folder (the whole model for ``full``), the tokenizer and ``hparams.yaml``, also
 logged as a W&B artifact with ``log_adapter_artifact``. Training logs the loss per step and its
 mean per epoch (``train/loss_epoch``). Validation logs the token loss and perplexity and, optionally, the perplexity of the next
@@ -33,6 +33,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from torch.utils.checkpoint import checkpoint
 from torchmetrics.aggregation import MeanMetric
 
+from lit_career.io import replace_folder_atomic
 from lit_career.llm.batching import IGNORE
 
 
@@ -319,11 +320,16 @@ class CausalLMFineTuner(LightningModule):
                 logger.experiment.log_artifact(artifact)
 
     def export(self, folder: Path) -> Path:
-        """Write the peft adapter (the whole model for ``full``), the tokenizer and ``hparams.yaml``."""
+        """Write the peft adapter (the whole model for ``full``), the tokenizer and ``hparams.yaml`` into a
+        temporary folder, then swap it in for ``folder``; files already in ``folder`` that the export does not
+        write (the CLI's ``config.yaml``) are kept."""
         from lit_career.llm.backbone import load_tokenizer
 
-        folder = Path(folder)
-        self.model.save_pretrained(folder)
-        load_tokenizer(self.base_model).save_pretrained(folder)
-        save_hparams_to_yaml(folder / "hparams.yaml", self.hparams)
-        return folder
+        tokenizer = load_tokenizer(self.base_model)
+
+        def fill(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_hparams_to_yaml(tmp / "hparams.yaml", self.hparams)
+
+        return replace_folder_atomic(Path(folder), fill, keep_others=True)

@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lit_career.errors import InputError
+from lit_career.io import write_file_atomic
 from lit_career.panel.transitions import KEY_COLUMNS
 
 
@@ -47,7 +49,8 @@ class Predictions:
         return self.log_probs[np.arange(len(self.table)), self.table["state"].to_numpy()]
 
     def write(self, path: str | Path, top_k: int | None = None) -> None:
-        """Write as Parquet: the table plus ``log_probs`` (full vector) or ``top_states``/``top_log_probs``."""
+        """Write as Parquet (atomically): the table plus ``log_probs`` (full vector) or
+        ``top_states``/``top_log_probs``."""
         table = pa.Table.from_pandas(self.table.reset_index(drop=True), preserve_index=False)
         lp = self.log_probs.astype(np.float32)
         if top_k is None:
@@ -62,15 +65,23 @@ class Predictions:
             ):
                 table = table.append_column(name, pa.FixedSizeListArray.from_arrays(values.ravel(), top_k))
         table = table.replace_schema_metadata({b"model": self.model.encode()})
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
+        write_file_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
     @classmethod
     def read(cls, path: str | Path) -> Predictions:
-        """Read predictions written with the full vector."""
+        """Read predictions written with the full vector; an :class:`InputError` naming the file says why
+        another Parquet file is not that (written with ``top_k``, or which columns it lacks)."""
         table = pq.read_table(path)
-        if "log_probs" not in table.column_names:
-            raise ValueError(f"{path}: written with top_k; the full distribution is needed for evaluation")
+        names = table.column_names
+        if "log_probs" not in names and {"top_states", "top_log_probs"} <= set(names):
+            raise InputError(
+                "written with top_k; the full distribution is needed for evaluation", file=str(path)
+            )
+        missing = [c for c in (*KEY_COLUMNS, "log_probs") if c not in names]
+        if missing:
+            raise InputError(f"not a predictions file: it lacks the columns {missing}", file=str(path))
+        if not pa.types.is_fixed_size_list(table.schema.field("log_probs").type):
+            raise InputError("log_probs is not a fixed-size list of log-probabilities", file=str(path))
         column = table.column("log_probs").combine_chunks()
         log_probs = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
         model = (table.schema.metadata or {}).get(b"model", b"model").decode()

@@ -11,34 +11,36 @@ key (``lm.data``, ``lm.finetune_overrides``, ``lm.head_overrides``) and the row'
 3. predict the valid and test transitions with that checkpoint.
 
 ``lm.data`` (arguments of :class:`~lit_career.llm.corpus.ResumeCorpus`) goes to both stages, so the head is
-fitted and evaluated on persons the LM was not fine-tuned on. A stopped stage continues from its
-``checkpoints/last.ckpt``.
+fitted and evaluated on persons the LM was not fine-tuned on. With a ``test_source`` both stages read the
+row's training sources (``lm.data.sources``, else ``source``) as train and valid only, and the test source
+as the test set. A stopped stage continues from its ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from lit_career.evaluation.metrics import evaluate_predictions
-from lit_career.llm.backbone import resolve_model_source
+from lit_career.llm.adapter import fine_tuned_lm
+from lit_career.llm.backbone import load_config
 from lit_career.panel.predictions import Predictions
 from lit_career.runs.lightning_cli import LitCareerCLI
-from lit_career.runs.record import RowRecord, count_parameters
+from lit_career.runs.record import RowRecord, count_parameters, split_origins
 from lit_career.runs.spec import LMArgs, RowSpec
 
 
 def run_lm_row(spec: RowSpec) -> RowRecord:
     """Run the stages of an LM row and write its predictions and ``metrics.json``."""
     lm, out_dir = spec.lm, spec.out_dir
-    shared = {f"data.init_args.{key}": value for key, value in lm.data.items()}
+    shared = {f"data.init_args.{key}": value for key, value in lm.data.items()} | _test_source_data(spec)
     if lm.base_model is not None:
         shared["model.init_args.base_model"] = lm.base_model
     record = RowRecord(model=spec.name, settings=asdict(spec))
@@ -58,6 +60,8 @@ def run_lm_row(spec: RowSpec) -> RowRecord:
     record.parameters = record.extra["lm_parameters"] + record.extra["head_parameters"]
     record.fit_seconds = round(time.perf_counter() - start, 2)
     best = head.trainer.checkpoint_callback.best_model_path or None
+    parts = {split: head.datamodule.panels(split) for split in ("train", "valid", "test")}
+    record.splits = split_origins(parts, head.datamodule.split_seed)
     for split in ("valid", "test"):
         path = out_dir / f"predictions_{split}.parquet"
         head.datamodule.predict_split = split
@@ -79,6 +83,16 @@ def run_lm_row(spec: RowSpec) -> RowRecord:
         f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {out_dir}"
     )
     return record
+
+
+def _test_source_data(spec: RowSpec) -> dict[str, Any]:
+    """With a ``test_source``, the corpus sources of both stages: the row's training sources drawn into train
+    and valid only, and the test source."""
+    if spec.test_source is None:
+        return {}
+    train = [asdict(s) if is_dataclass(s) else dict(s) for s in spec.train_sources]
+    sources = [{**s, "split": "train_valid"} for s in train] + [{**asdict(spec.test_source), "split": "test"}]
+    return {"data.init_args.sources": sources}
 
 
 def _finetune(lm: LMArgs, root: Path, shared: dict[str, Any], record: RowRecord) -> LitCareerCLI:
@@ -103,7 +117,7 @@ def _finetune(lm: LMArgs, root: Path, shared: dict[str, Any], record: RowRecord)
 def _lm_overrides(export: Path, base_model: str | None) -> dict[str, str]:
     """Head settings that load the fine-tuned LM exported to ``export``: an adapter on its base (default:
     the adapter's own base), or, when the whole model was exported (mode full), that model."""
-    if not (export / "adapter_config.json").is_file():
+    if fine_tuned_lm(export) == "model":
         return {"model.init_args.base_model": str(export)}
     base = {"model.init_args.base_model": base_model} if base_model is not None else {}
     return {**base, "model.init_args.adapter": str(export)}
@@ -134,7 +148,7 @@ def _finish_wandb() -> None:
 
 def _lm_parameters(base_model: str, adapter: str | None) -> int:
     """Parameters of the frozen LM (base, counted without loading its weights, plus adapter)."""
-    config = AutoConfig.from_pretrained(resolve_model_source(base_model))
+    config = load_config(base_model)
     with torch.device("meta"):
         total = count_parameters(AutoModelForCausalLM.from_config(config))[0]
     for path in Path(adapter).glob("adapter_model.safetensors") if adapter else []:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
+from lit_career.io import check_writable, write_file_atomic, write_text_atomic
 from lit_career.panel.careers import assign_splits
 from lit_career.panel.summary import format_summary, summarize
 from lit_career.sources import PanelSource
@@ -22,7 +24,8 @@ def prepare(
     """Read a panel, split it by person, render resumes and write them.
 
     Writes ``texts.parquet`` (person_id, split, text), ``transitions.parquet`` (one row per
-    person-year with prompt/target character spans) and ``summary.txt`` into ``out_dir``.
+    person-year with prompt/target character spans) and ``summary.txt`` into ``out_dir``, each
+    atomically, after checking that ``out_dir`` is writable.
 
     Args:
         source: the panel to read (default: the bundled NLSY79).
@@ -33,19 +36,18 @@ def prepare(
     """
     source = source or PanelSource()
     template = template or ResumeTemplate()
+    out_dir = check_writable(out_dir)
     with tqdm(total=3, desc="prepare", unit="step") as bar:
         panel = assign_splits(source.load(), split_fractions, split_seed)
         bar.update()
         texts, transitions = render_panel(panel, template)
         bar.update()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        texts.to_parquet(out_dir / "texts.parquet", index=False)
-        transitions.to_parquet(out_dir / "transitions.parquet", index=False)
+        for name, frame in (("texts", texts), ("transitions", transitions)):
+            write_file_atomic(out_dir / f"{name}.parquet", partial(frame.to_parquet, index=False))
         bar.update()
     summary = summarize(panel, transitions)
     text = format_summary(summary)
-    (out_dir / "summary.txt").write_text(text + "\n")
+    write_text_atomic(out_dir / "summary.txt", text + "\n")
     print(text)
     print(f"wrote {out_dir}/texts.parquet, transitions.parquet, summary.txt")
     return summary

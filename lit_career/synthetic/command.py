@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from lit_career.io import check_writable, write_file_atomic, write_text_atomic
 from lit_career.panel.career_format import write_career
 from lit_career.panel.careers import assign_splits
 from lit_career.panel.summary import format_summary
@@ -55,15 +57,16 @@ def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = (
     ``latent_types.parquet``; ``career`` writes the CAREER format under ``career/``. ``world.yaml``
     holds the config with its calibrated ``stay_by_age``, so the oracle can be rebuilt exactly
     (:func:`load_world_config`). Prints and returns a summary per population (also ``summary.txt``).
+    ``out_dir`` is checked for writing first; every file is written atomically.
     """
 
     unknown = set(formats) - {"parquet", "career"}
     if unknown:
         raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from ['career', 'parquet']")
-    world, out_dir = world_of(config), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "world.yaml").write_text(
-        yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False)
+    out_dir = check_writable(out_dir)
+    world = world_of(config)
+    write_text_atomic(
+        out_dir / "world.yaml", yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False)
     )
     summary: dict = {"stay_by_age": world.config.stay_by_age}
     lines = [f"world seed {config.seed}, mobility {config.mobility}, stay_by_age {world.config.stay_by_age}"]
@@ -71,20 +74,21 @@ def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = (
         population = world.sample(name)
         population.panel = assign_splits(population.panel, config.split_fractions, config.seed)
         directory = out_dir / name
-        directory.mkdir(exist_ok=True)
         if "parquet" in formats:
-            population.panel.records.to_parquet(directory / "records.parquet", index=False)
-            population.panel.persons.to_parquet(directory / "persons.parquet")
             types = np.array(world.type_names)[population.types]
-            pd.DataFrame({"person_id": population.panel.persons.index, "type": types}).to_parquet(
-                directory / "latent_types.parquet", index=False
-            )
+            latent = pd.DataFrame({"person_id": population.panel.persons.index, "type": types})
+            for file, write in (
+                ("records", partial(population.panel.records.to_parquet, index=False)),
+                ("persons", population.panel.persons.to_parquet),
+                ("latent_types", partial(latent.to_parquet, index=False)),
+            ):
+                write_file_atomic(directory / f"{file}.parquet", write)
         if "career" in formats:
             write_career(population.panel, directory / "career")
         summary[name] = summarize_population(world, population)
         lines += [f"== {name} ==", format_summary(summary[name])]
     text = "\n".join(lines)
-    (out_dir / "summary.txt").write_text(text + "\n")
+    write_text_atomic(out_dir / "summary.txt", text + "\n")
     print(text)
     print(
         f"wrote {out_dir}/world.yaml, summary.txt and {', '.join(config.populations)}/ ({', '.join(formats)})"

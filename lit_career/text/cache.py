@@ -4,7 +4,8 @@ Per source, ``<cache root>/<sha>/`` holds ``resumes.parquet`` (person_id, text, 
 list<int32>, dropped_years), ``transitions.parquet`` and ``meta.json``; the sha hashes the panel's
 content, the source settings (its mixture weight excepted), the template and its labels, the
 tokenizer's serialized content and BOS id, and ``max_length``. Splits are assigned after loading, so
-changing them does not retokenize.
+changing them does not retokenize. The folder is written atomically; a file of it that cannot be read is an
+error naming it (the folder is recomputed once deleted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from transformers import PreTrainedTokenizerBase
 
+from lit_career.errors import InputError
 from lit_career.io import write_folder_atomic
 from lit_career.panel.careers import CareerPanel
 from lit_career.text.resume import ResumeTemplate
@@ -87,9 +89,21 @@ def write_cache(data: TokenizedPanel, folder: Path, meta: dict) -> None:
 
 
 def read_cache(folder: Path) -> TokenizedPanel:
-    table = pq.read_table(folder / "resumes.parquet")
+    """The tokenized panel :func:`write_cache` wrote to ``folder``; an unreadable file there is an
+    :class:`InputError` naming it."""
+    table = _read_table(folder / "resumes.parquet")
     column = table.column("input_ids").combine_chunks()
     values, offsets = column.values.to_numpy(), column.offsets.to_numpy()
     token_ids = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     resumes = table.drop_columns(["input_ids"]).to_pandas()
-    return TokenizedPanel(resumes, token_ids, pd.read_parquet(folder / "transitions.parquet"))
+    return TokenizedPanel(resumes, token_ids, _read_table(folder / "transitions.parquet").to_pandas())
+
+
+def _read_table(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise InputError(
+            f"unreadable cache file ({reason}); delete its folder to recompute", file=str(path)
+        ) from None
