@@ -164,7 +164,7 @@ def test_unwritable_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: locked/lora_tiny_cpu-") and err.endswith(
-        "cannot write the run folder: Not a directory\n"
+        "the folder is not writable (Not a directory)\n"
     )
 
 

@@ -13,7 +13,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lit_career.runs.run_folder import check_writable, dump, place_run, resolve_ckpt_path, run_name
+from lit_career.io import check_writable
+from lit_career.runs.run_folder import dump, place_run, resolve_ckpt_path, run_name
 
 PROG = "python -m lit_career"
 

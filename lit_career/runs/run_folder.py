@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import json
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
@@ -68,16 +67,6 @@ def _place_logger(cls: type, args: Namespace, folder: Path) -> None:
             args.id, args.resume = folder.name, args.resume or "allow"
     elif issubclass(cls, (CSVLogger, TensorBoardLogger)):
         args.save_dir, args.name, args.version = str(folder), "", ""
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write a probe file in it, before any long work; an :class:`InputError` if it can't."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise InputError(f"cannot write the run folder: {err.strerror}", file=str(folder)) from None
 
 
 def checkpoints(folder: Path) -> list[Path]:
