@@ -60,6 +60,16 @@ def parse_function_config(path: Path, subcommand: str, parameter: str, written: 
     assert_contains(parsed[parameter], written, parameter)
 
 
+def parse_command_config(path: Path, subcommand: str, written: dict) -> None:
+    """A whole config of a subcommand's function (``--config FILE``, its keys the function's arguments)."""
+    module, function = COMMANDS[subcommand].split(":")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action="config")
+    parser.add_function_arguments(getattr(importlib.import_module(module), function))
+    parsed = yaml.safe_load(parser.dump(parser.parse_args(["--config", str(path)])))
+    assert_contains(parsed, written, "")
+
+
 class ParseOnly(LitCareerCLI):
     """The CLI up to the parsed config: nothing instantiated."""
 
@@ -98,7 +108,9 @@ def test_config_parses(path, capsys, monkeypatch):
     relative = str(path.relative_to(CONFIGS))
     folder = str(path.parent.relative_to(CONFIGS))
     if folder == "synth":
-        parse_function_config(path, "synth", "config", written)
+        parse_function_config(path, "synth", "world", written)
+    elif folder == "forecast":
+        parse_command_config(path, "forecast", written)
     elif folder == "rows/plans":
         assert load_plan(path) and set(written) == {"rows"}
     elif folder.startswith("rows/"):

@@ -1,18 +1,20 @@
 """Synthetic worlds: valid panels, calibration to the NLSY79 facts, an exact oracle, determinism, synth output."""
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from lit_career.cli import main
 from lit_career.errors import InputError
 from lit_career.panel.career_format import read_career
 from lit_career.panel.careers import EDUCATION_LEVELS
 from lit_career.panel.taxonomy import vocabulary
-from lit_career.synthetic.command import synth_command
 from lit_career.synthetic.oracle import oracle_log_probs
 from lit_career.synthetic.world import (
     NLSY79_SWITCH_BY_AGE,
@@ -221,18 +223,20 @@ def test_synth_command_writes_reloadable_populations(tmp_path, capsys):
         "resume": replace(config.populations["resume"], persons=80),
     }
     sizes = {"survey": 60, "resume": 80}
-    summary = synth_command(config, tmp_path)
+    world_file, out = tmp_path / "world.yaml", tmp_path / "out"
+    world_file.write_text(yaml.safe_dump(json.loads(json.dumps(asdict(config)))))
+    main(["synth", "--world", str(world_file), "--out_dir", str(out)])  # as on the command line
     assert "oracle_test_perplexity" in capsys.readouterr().out
     world = world_of(config)
     for name in ("survey", "resume"):
-        records = pd.read_parquet(tmp_path / name / "records.parquet")
-        persons = pd.read_parquet(tmp_path / name / "persons.parquet")
-        assert len(records) == summary[name]["person_years"] and len(persons) == sizes[name]
+        records = pd.read_parquet(out / name / "records.parquet")
+        persons = pd.read_parquet(out / name / "persons.parquet")
+        assert len(persons) == sizes[name] and records["person_id"].nunique() == sizes[name]
         assert set(persons["split"]) == {"train", "valid", "test"}
-        career = read_career(tmp_path / name / "career")
+        career = read_career(out / name / "career")
         assert len(career.records) == len(records)
     # the written world reproduces the oracle exactly, without recalibrating
-    reloaded = load_world_config(tmp_path / "world.yaml")
+    reloaded = load_world_config(out / "world.yaml")
     assert reloaded.stay_by_age == world.config.stay_by_age
     panel = world.sample("survey", 20).panel
     assert np.array_equal(oracle_log_probs(reloaded, panel), oracle_log_probs(world, panel))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lit_career.errors import InputError
 from lit_career.io import check_writable, write_file_atomic, write_text_atomic
 from lit_career.panel.career_format import write_career
 from lit_career.panel.careers import assign_splits
@@ -50,8 +51,13 @@ def summarize_population(world: World, population: Population) -> dict:
     }
 
 
-def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = ("parquet", "career")) -> dict:
-    """Generate every population of the world and write it to ``out_dir/<population>/``.
+def synth_command(
+    world: WorldConfig | None = None,
+    out_dir: str = "outputs/synthetic",
+    formats: Sequence[str] = ("parquet", "career"),
+) -> dict:
+    """Generate every population of the world (``--world configs/synth/default.yaml``; default: the default
+    world) and write it to ``out_dir/<population>/``.
 
     ``parquet`` writes ``records.parquet``, ``persons.parquet`` (with ``split``) and
     ``latent_types.parquet``; ``career`` writes the CAREER format under ``career/``. ``world.yaml``
@@ -62,8 +68,9 @@ def synth_command(config: WorldConfig, out_dir: Path, formats: Sequence[str] = (
 
     unknown = set(formats) - {"parquet", "career"}
     if unknown:
-        raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from ['career', 'parquet']")
-    out_dir = check_writable(out_dir)
+        raise InputError(f"unknown format(s) {sorted(unknown)}; choose from ['career', 'parquet']")
+    out_dir = check_writable(Path(out_dir))
+    config = world or WorldConfig()
     world = world_of(config)
     write_text_atomic(
         out_dir / "world.yaml", yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False)
