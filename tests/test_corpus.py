@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from lit_career.llm.backbone import train_tiny_tokenizer
-from lit_career.llm.batching import BucketSampler, padding_fraction
+from lit_career.llm.batching import (
+    BucketBatchSampler,
+    BucketSampler,
+    PadCollator,
+    ResumableLoader,
+    ResumeDataset,
+    padding_fraction,
+)
 from lit_career.llm.corpus import ResumeCorpus
 from lit_career.panel import nlsy79
 from lit_career.panel.table import ColumnMap
@@ -166,6 +173,70 @@ def test_bucket_sampler_covers_each_resume_once_per_epoch_in_short_buckets():
         assert padding_fraction(lengths, batches) < 0.05
     ordered = BucketSampler(lengths, 8, shuffle=False)
     assert list(ordered) == list(np.argsort(lengths, kind="stable"))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_ranks_share_the_epoch_buckets_disjoint_and_equal_in_number(shuffle):
+    lengths = np.random.default_rng(0).integers(20, 400, size=1003)  # 126 batches of 8, the last short
+    sampler = BucketSampler(lengths, 8, seed=3, shuffle=shuffle)
+    everything = [b.tolist() for b in sampler.batches()]
+    shares = [BucketBatchSampler(sampler, rank, 4, drop_last=shuffle) for rank in range(4)]
+    batches = [list(share) for share in shares]
+    assert [len(b) for b in batches] == [len(s) for s in shares] == [31 if shuffle else 32] * 4
+    dealt = [batch for step in zip(*batches, strict=True) for batch in step]  # step by step, rank by rank
+    if shuffle:  # training: 2 batches left out, the short one first
+        assert dealt == everything[:124] and len(everything[-1]) == 3
+    else:  # evaluation: every batch, the first 2 dealt again
+        assert dealt == everything + everything[:2]
+
+
+class CountingDataset(ResumeDataset):
+    def __init__(self, token_ids):
+        super().__init__(token_ids)
+        self.loaded = Counter()
+
+    def __getitem__(self, i):
+        self.loaded[i] += 1
+        return super().__getitem__(i)
+
+
+def resumable(lengths, seed: int, rank: int = 0, world_size: int = 1) -> ResumableLoader:
+    dataset = CountingDataset([np.arange(n) for n in lengths])
+    return ResumableLoader(
+        dataset, BucketBatchSampler(BucketSampler(lengths, 4, seed=seed), rank, world_size), PadCollator(0)
+    )
+
+
+def test_loader_state_resumes_the_epoch_at_the_next_batch_without_loading_the_skipped_ones(caplog):
+    lengths = np.random.default_rng(1).integers(5, 60, size=80)  # 20 batches of 4
+    uninterrupted = resumable(lengths, seed=7)
+    uninterrupted.batch_sampler.sampler.set_epoch(2)
+    expected = [batch["input_ids"] for batch in uninterrupted]
+    interrupted = resumable(lengths, seed=7)
+    interrupted.batch_sampler.sampler.set_epoch(2)
+    for _, _ in zip(range(6), interrupted, strict=False):
+        pass
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "seed": 7, "batches": 6}
+
+    resumed = resumable(lengths, seed=0)  # epoch 0 and another seed: the checkpoint's win
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    got = [batch["input_ids"] for batch in resumed]
+    assert len(got) == 14 and all(torch.equal(a, b) for a, b in zip(got, expected[6:], strict=True))
+    skipped = np.concatenate(interrupted.batch_sampler.batches()[:6])
+    assert not set(skipped) & set(resumed.loader.dataset.loaded)
+    assert resumed.state_dict() == {"epoch": 2, "seed": 7, "batches": 20}
+    resumed.batch_sampler.sampler.set_epoch(3)  # the next pass is a whole epoch
+    assert len(list(resumed)) == 20
+
+    # two ranks resuming what one process saved: the nearest batch before, with a warning
+    ranks = [resumable(lengths, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    for rank in ranks:
+        rank.load_state_dict({"epoch": 2, "seed": 7, "batches": 7})
+    assert "1 batch(es) run again" in caplog.text
+    steps = [batch for step in zip(*ranks, strict=True) for batch in step]
+    assert all(torch.equal(a, b) for a, b in zip([s["input_ids"] for s in steps], expected[6:], strict=True))
 
 
 def test_cache_is_reused_and_keyed_by_what_changes_tokens(tokenizer_dir, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Batches of tokenized resumes: length buckets, weighted source mixtures, right padding.
+"""Batches of tokenized resumes: length buckets, weighted source mixtures, right padding, resumable loading.
 
 **Batches.** Length bucketing: an epoch's resumes, in random order, are cut into chunks of
 :data:`CHUNK_BATCHES` batches; each chunk is sorted by length and cut into batches; the batch order
@@ -6,6 +6,11 @@ is shuffled (seeded by ``seed`` and the epoch). Validation and test batches are 
 length. A batch is a dict of ``input_ids``, ``attention_mask`` and ``labels`` (``LongTensor[B, L]``,
 right-padded with the pad id; labels unshifted, :data:`IGNORE` on padding and, with target spans,
 everywhere except the target tokens ``tok_start:tok_end`` of each year).
+
+**Processes and resuming.** With several processes (DDP) each one takes its own share of the epoch's
+batches (:class:`BucketBatchSampler`). :class:`ResumableLoader` keeps the epoch, the seed and how many
+of the epoch's batches were used in Lightning checkpoints, so a resumed fit continues with the next
+unseen batch.
 
 **Mixture.** With training resumes ``n_s`` and weights ``w_s``, an epoch has ``N = sum(n_s)`` draws
 and source ``s`` contributes ``m_s = round(w_s / sum(w) * N)`` of them: ``m_s // n_s`` complete
@@ -15,11 +20,12 @@ epoch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_career.llm.features import pad_right
 
@@ -27,6 +33,8 @@ CHUNK_BATCHES = 64
 """Length bucketing sorts resumes within random chunks of this many batches."""
 IGNORE = -100
 """Label of a token the loss skips."""
+
+log = logging.getLogger(__name__)
 
 
 def mixture_quota(sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -98,6 +106,91 @@ class BucketSampler(Sampler[int]):
         return int(mixture_quota(self.sources, self.weights).sum()) if self.shuffle else len(self.lengths)
 
 
+class BucketBatchSampler(Sampler[list[int]]):
+    """One process's share of each epoch's batches of ``sampler`` (a :class:`BucketSampler`).
+
+    With ``world_size`` processes the epoch's batches are dealt out in turn (batch ``i`` to rank
+    ``i % world_size``) and every rank gets the same number, since a rank that runs out first would
+    leave the others waiting: with ``drop_last`` the epoch's last ``n % world_size`` batches are left
+    out (other resumes each epoch, the order being shuffled), otherwise its first ones are dealt again.
+    A pass starts at this rank's batch ``start``; batches before it are not loaded.
+    """
+
+    def __init__(self, sampler: BucketSampler, rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of {world_size} processes")
+        self.sampler, self.rank, self.world_size, self.drop_last = sampler, rank, world_size, drop_last
+        self.start = 0
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches of the epoch, in order."""
+        batches = self.sampler.batches()
+        dealt = [batches[i % len(batches)] for i in range(len(self) * self.world_size)]
+        return dealt[self.rank :: self.world_size]
+
+    def __iter__(self):
+        for batch in self.batches()[self.start :]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        batches = -(-len(self.sampler) // self.sampler.batch_size)
+        return batches // self.world_size if self.drop_last else -(-batches // self.world_size)
+
+
+class ResumableLoader:
+    """A ``DataLoader`` over a :class:`BucketBatchSampler` whose position goes into Lightning checkpoints.
+
+    Lightning's fit loop saves :meth:`state_dict` (its stateful-dataloader protocol) and gives it to
+    :meth:`load_state_dict` before a resumed fit draws its first batch: the epoch, the seed and how
+    many of the epoch's batches all ranks together have used. The resumed pass over that epoch starts
+    at the next unseen batch (a different number of ranks starts at the nearest batch before it).
+    Not a ``DataLoader`` itself, so that Lightning never swaps the batch sampler for a
+    ``DistributedSampler`` of single resumes, whatever ``use_distributed_sampler`` says.
+    """
+
+    def __init__(self, dataset: Dataset, batch_sampler: BucketBatchSampler, collate_fn, num_workers: int = 0):
+        self.batch_sampler = batch_sampler
+        self.loader = DataLoader(
+            dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=num_workers
+        )
+        self.epoch, self.used = batch_sampler.sampler.epoch, 0
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        self.epoch = self.batch_sampler.sampler.epoch
+        self.used = self.batch_sampler.start = resume[1] if resume and resume[0] == self.epoch else 0
+        for batch in self.loader:
+            self.used += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        world_size = self.batch_sampler.world_size
+        return {
+            "epoch": self.epoch,
+            "seed": self.batch_sampler.sampler.seed,
+            "batches": self.used * world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler, world_size = self.batch_sampler.sampler, self.batch_sampler.world_size
+        sampler.seed = state["seed"]
+        sampler.set_epoch(state["epoch"])
+        self.epoch, self.used = state["epoch"], state["batches"] // world_size
+        self._resume = (self.epoch, self.used)
+        if state["batches"] % world_size:
+            log.warning(
+                "resuming on %d processes after %d batches of epoch %d: %d batch(es) run again",
+                world_size,
+                state["batches"],
+                self.epoch,
+                state["batches"] % world_size,
+            )
+
+
 def padding_fraction(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Share of padding among all positions of ``batches`` (each padded to its longest resume)."""
     total = sum(len(b) * int(lengths[b].max()) for b in batches)
@@ -126,8 +219,6 @@ class ResumeDataset(Dataset):
 @dataclass
 class PadCollator:
     """Right-pad a list of dataset items into a batch of ``LongTensor[B, L]``."""
-
-    pad_id: int
 
     pad_id: int
 

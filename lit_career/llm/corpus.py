@@ -5,7 +5,9 @@ every person's resume (:mod:`lit_career.text.tokenize`), caches the tokens by co
 (:mod:`lit_career.text.cache`), splits by person and batches by length, mixing the sources by weight
 (:mod:`lit_career.llm.batching`). With ``loss_on="targets"`` the labels keep only each year's target
 tokens (the title or code plus its line terminator). Validation and test use every source's own split,
-unweighted.
+unweighted. Under DDP each process loads its own share of the batches, and the training loader's
+position (epoch, seed, batches used) goes into Lightning checkpoints, so a resumed fit continues with
+the next unseen batch (:class:`~lit_career.llm.batching.ResumableLoader`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import BatchSampler, DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from lit_career.llm.backbone import cache_dir
-from lit_career.llm.batching import BucketSampler, PadCollator, ResumeDataset, mixture_quota, padding_fraction
+from lit_career.llm.batching import (
+    BucketBatchSampler,
+    BucketSampler,
+    PadCollator,
+    ResumableLoader,
+    ResumeDataset,
+    mixture_quota,
+    padding_fraction,
+)
 from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
 from lit_career.sources import PanelSource
 from lit_career.text.cache import cache_key, read_cache, write_cache
@@ -282,7 +291,9 @@ class ResumeCorpus(LightningDataModule):
             raise KeyError(f"no split {split!r}; splits are {list(self._splits)}")
         return self._splits[split]
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> ResumableLoader:
+        """This process's batches of ``split``: under DDP a share of the training batches, and of the
+        evaluation batches with the first ones dealt again so that every rank has as many."""
         data = self._split(split)
         spans = None
         if self.loss_on == "targets":
@@ -297,20 +308,23 @@ class ResumeCorpus(LightningDataModule):
         )
         if pad is None:
             raise ValueError(f"tokenizer {self.tokenizer.name_or_path!r} has neither a pad nor an EOS token")
-        return DataLoader(
+        rank, world_size = (
+            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        )
+        return ResumableLoader(
             ResumeDataset(data.token_ids, spans),
-            batch_sampler=BatchSampler(self._sampler(split), self.batch_size, drop_last=False),
-            collate_fn=PadCollator(pad),
-            num_workers=self.num_workers,
+            BucketBatchSampler(self._sampler(split), rank, world_size, drop_last=split == "train"),
+            PadCollator(pad),
+            self.num_workers,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader:
         return self._loader("valid")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ResumableLoader:
         return self._loader("test")
 
     # -------------------------------------------------------- accessors for the predictor stage

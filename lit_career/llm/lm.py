@@ -301,8 +301,9 @@ class CausalLMFineTuner(LightningModule):
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "adapter"
 
     def on_fit_end(self) -> None:
+        folder = self.export_path  # on every rank: the trainer's log dir is a collective call under DDP
         if self.trainer.is_global_zero:
-            folder = self.export(self.export_path)
+            self.export(folder)
             if self.log_adapter_artifact:
                 self.log_artifact(folder)
 
