@@ -441,10 +441,12 @@ def test_unsafe_or_broken_cache_file_is_refused_with_one_line(caches, tmp_path, 
         assert marker.exists()
 
 
-@pytest.mark.parametrize("name", ["resumes.parquet", "transitions.parquet"])
+@pytest.mark.parametrize("name", ["resumes.parquet", "transitions.parquet", "meta.json"])
 def test_cut_tokenized_resume_cache_is_one_line(caches, tmp_path, capsys, name):
     copy = shutil.copytree(caches, tmp_path / "caches", ignore=shutil.ignore_patterns("runs"))
     (victim,) = (copy / "corpus").glob(f"*/{name}")
     cut(victim)
     line = one_error_line(capsys, head_fit("embedding", tmp_path / "runs", copy))
-    assert line.startswith(f"error: {victim}: unreadable cache file (") and line.endswith("to recompute")
+    expected = "not valid JSON (line" if name == "meta.json" else "unreadable cache file ("
+    assert line.startswith(f"error: {victim}: {expected}"), line
+    assert name == "meta.json" or line.endswith("to recompute")

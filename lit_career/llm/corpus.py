@@ -13,7 +13,6 @@ the next unseen batch (:class:`~lit_career.llm.batching.ResumableLoader`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pandas as pd
 from lightning.pytorch import LightningDataModule
 from transformers import PreTrainedTokenizerBase
 
+from lit_career.io import read_json
 from lit_career.llm.backbone import cache_dir
 from lit_career.llm.batching import (
     BucketBatchSampler,
@@ -174,7 +174,7 @@ class ResumeCorpus(LightningDataModule):
         per_source = {}
         for i, name in enumerate(names):
             folder = self._cached(i)
-            data, meta = read_cache(folder), json.loads((folder / "meta.json").read_text())
+            data, meta = read_cache(folder), read_json(folder / "meta.json")
             split_of = assign_splits(self._panel(i), self.split_fractions, self.split_seed).persons["split"]
             labels = self._keep_train(split_of.reindex(data.resumes["person_id"]).to_numpy())
             lengths = np.array([len(t) for t in data.token_ids])
