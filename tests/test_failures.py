@@ -272,11 +272,10 @@ def test_read_only_output_folder_is_one_line_before_any_work(
 
 def test_synth_checks_its_output_folder_before_building_the_world(read_only, monkeypatch):
     from lit_career.synthetic import command
-    from lit_career.synthetic.world import WorldConfig
 
     monkeypatch.setattr(command, "world_of", never)
     with pytest.raises(InputError, match="the folder is not writable") as caught:
-        command.synth_command(WorldConfig(), read_only / "out")
+        command.synth_command(None, str(read_only / "out"))
     assert caught.value.file == str(read_only / "out")
 
 

@@ -64,7 +64,7 @@ class LitCareerCLI(LightningCLI):
         overrides: Mapping[str, Any] | None = None,
         **kwargs,
     ):
-        self.overrides = dict(overrides or {})
+        self.overrides, self.default_config_files = dict(overrides or {}), list(default_config_files)
         defaults = {"default_config_files": [str(f) for f in default_config_files]}
         super().__init__(
             subclass_mode_model=True,
@@ -92,7 +92,8 @@ class LitCareerCLI(LightningCLI):
         """Put the run in its stable folder, check that it is writable and the checkpoint it starts from
         (before Lightning reads that checkpoint's hyperparameters)."""
         config = self.config[subcommand]
-        name = config.run_name or run_name(dump(self._parser(subcommand), config), config.get("config"))
+        files = config.get("config") or self.default_config_files
+        name = config.run_name or run_name(dump(self._parser(subcommand), config), files)
         folder = place_run(config, name)
         check_writable(folder)
         config.ckpt_path = resolve_ckpt_path(config.ckpt_path, folder, subcommand)

@@ -10,7 +10,9 @@ settings, so all rows of a dataset score the same transitions. The oracle (synth
 the world's exact probabilities and fits nothing.
 
 A row folder holds ``predictions_valid.parquet``, ``predictions_test.parquet`` and ``metrics.json``
-(:class:`~lit_career.runs.record.RowRecord`); ``python -m lit_career evaluate`` collects them.
+(:class:`~lit_career.runs.record.RowRecord`); ``python -m lit_career evaluate`` collects them. A fitted model
+is saved there too (``model.safetensors``, :mod:`lit_career.baselines.saved`), so the finished row can score
+new careers (:mod:`lit_career.runs.finished`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from lit_career.baselines.career import predict_panel
 from lit_career.baselines.career_fit import pretrain_then_finetune
 from lit_career.baselines.registry import make_baseline
+from lit_career.baselines.saved import MODEL_FILE, Fitted, save_model
 from lit_career.errors import InputError
 from lit_career.evaluation.metrics import evaluate_predictions
 from lit_career.io import check_writable
@@ -115,10 +118,17 @@ def _fit(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecor
     if spec.model in ("career", "career_pretrained"):
         return _career(spec, train, valid, record)
     fitted = make_baseline(spec.model, spec.seed).fit(train, valid)
+    _save(fitted, spec, record)
     net = getattr(fitted, "net", None)
     if net is not None:
         record.parameters, record.epochs = count_parameters(net)[0], len(fitted.valid_nll)
     return fitted.predict
+
+
+def _save(model: Fitted, spec: RowSpec, record: RowRecord) -> None:
+    """Save the fitted model into the row folder; the record names its file."""
+    save_model(model, spec.out_dir)
+    record.extra["saved_model"] = MODEL_FILE
 
 
 def _oracle(source: PanelSource) -> Predictor:
@@ -149,6 +159,7 @@ def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRe
         seed=spec.seed,
         accelerator=args.accelerator,
     )
+    _save(fit.model, spec, record)
     record.parameters, record.epochs = count_parameters(fit.model)[0], fit.epochs
     record.extra["size"] = args.size
     if pretrain is not None:

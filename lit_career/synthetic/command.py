@@ -18,7 +18,14 @@ from lit_career.panel.career_format import write_career
 from lit_career.panel.careers import assign_splits
 from lit_career.panel.summary import format_summary
 from lit_career.synthetic.oracle import oracle_log_probs
-from lit_career.synthetic.world import Population, World, WorldConfig, switch_rates_by_age, world_of
+from lit_career.synthetic.world import (
+    Population,
+    World,
+    WorldConfig,
+    load_world_config,
+    switch_rates_by_age,
+    world_of,
+)
 
 
 def summarize_population(world: World, population: Population) -> dict:
@@ -52,12 +59,12 @@ def summarize_population(world: World, population: Population) -> dict:
 
 
 def synth_command(
-    world: WorldConfig | None = None,
+    world: str | None = None,
     out_dir: str = "outputs/synthetic",
     formats: Sequence[str] = ("parquet", "career"),
 ) -> dict:
-    """Generate every population of the world (``--world configs/synth/default.yaml``; default: the default
-    world) and write it to ``out_dir/<population>/``.
+    """Generate every population of the world ``world`` (a YAML file of :class:`WorldConfig` fields such as
+    ``configs/synth/default.yaml``; default: the default world) and write it to ``out_dir/<population>/``.
 
     ``parquet`` writes ``records.parquet``, ``persons.parquet`` (with ``split``) and
     ``latent_types.parquet``; ``career`` writes the CAREER format under ``career/``. ``world.yaml``
@@ -70,7 +77,7 @@ def synth_command(
     if unknown:
         raise InputError(f"unknown format(s) {sorted(unknown)}; choose from ['career', 'parquet']")
     out_dir = check_writable(Path(out_dir))
-    config = world or WorldConfig()
+    config = WorldConfig() if world is None else load_world_config(world)
     world = world_of(config)
     write_text_atomic(
         out_dir / "world.yaml", yaml.safe_dump(json.loads(json.dumps(asdict(world.config))), sort_keys=False)
