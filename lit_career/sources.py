@@ -12,6 +12,7 @@ from lit_career.errors import InputError
 from lit_career.panel.careers import CareerPanel, give_splits, give_test_persons, without_test_persons
 from lit_career.panel.table import ColumnMap, load_table, read_person_ids
 from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy
+from lit_career.panel.vocabularies import load_vocabulary
 
 SplitRole = Literal["auto", "test", "train_valid"]
 
@@ -25,7 +26,13 @@ class PanelSource:
             (CAREER reference format directory) or ``synthetic`` (a generated world).
         path: file or directory to read (not used by ``synthetic``).
         columns: column mapping of a ``table``.
-        code_system: coding of the occupation column (``table``/``career``).
+        code_system: coding of the occupation column (``table``/``career``); default: the codes of
+            ``vocabulary`` itself (special states by key in a table vocabulary, see
+            :mod:`lit_career.panel.vocabularies`). ``onetsoc2010``/``soc`` codes map to both bundled
+            vocabularies, Census codes to occ1990dd only.
+        vocabulary: the states the panel is over: ``occ1990dd`` (bundled, default), ``onet_soc_2010``
+            (bundled) or the path of a vocabulary table (CSV/Parquet, columns code, title[, group,
+            group_title]). ``nlsy79`` and ``synthetic`` panels are occ1990dd only.
         unknown_codes: policy for codes outside the crosswalk: ``error``, ``unmapped`` or ``drop``
             (default: ``error``, except ``drop`` for the bundled NLSY79, see :mod:`lit_career.panel.nlsy79`).
         name: data-source name shown in the resume header (default: from the kind or file name).
@@ -47,7 +54,8 @@ class PanelSource:
     kind: Literal["nlsy79", "table", "career", "synthetic"] = "nlsy79"
     path: str | None = None
     columns: ColumnMap = field(default_factory=ColumnMap)
-    code_system: CodeSystem = "occ1990dd"
+    code_system: CodeSystem | None = None
+    vocabulary: str = "occ1990dd"
     unknown_codes: UnknownCodePolicy | None = None
     name: str | None = None
     weight: float = 1.0
@@ -85,16 +93,24 @@ class PanelSource:
         if self.kind in ("table", "career") and self.path is None:
             raise InputError(f"a {self.kind!r} source needs a path")
         policy = self.unknown_codes or "error"
+        vocab = load_vocabulary(self.vocabulary)
+        if self.kind in ("nlsy79", "synthetic") and vocab.name != "occ1990dd":
+            raise InputError(
+                f"a {self.kind!r} source is coded in occ1990dd; vocabulary {self.vocabulary!r} needs a "
+                "'table' or 'career' source"
+            )
         if self.kind == "nlsy79":
             from lit_career.panel.nlsy79 import load_nlsy79
 
             return load_nlsy79(self.path, unknown_codes=self.unknown_codes or "drop")
         if self.kind == "table":
-            return load_table(self.path, self.columns, code_system=self.code_system, unknown_codes=policy)
+            return load_table(
+                self.path, self.columns, code_system=self.code_system, unknown_codes=policy, vocab=vocab
+            )
         if self.kind == "career":
             from lit_career.panel.career_format import read_career
 
-            return read_career(self.path, code_system=self.code_system, unknown_codes=policy)
+            return read_career(self.path, code_system=self.code_system, unknown_codes=policy, vocab=vocab)
         from lit_career.synthetic.world import generate_population
 
         return generate_population(self.population, persons=self.persons, seed=self.seed)

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lit_career.baselines.career import SIZES, CareerTransformer, Size
 from lit_career.baselines.career_data import COVARIATES, CareerDataModule, Covariate, build_covariate_vocab
+from lit_career.errors import InputError
 from lit_career.panel.careers import CareerPanel, assign_splits
 
 
@@ -99,7 +100,13 @@ def pretrain_then_finetune(
         batch_size=batch_size, patience=patience, seed=seed, accelerator=accelerator, progress=progress
     )
     pre_train, pre_valid = held_out(pretrain, seed) if pretrain is not None else (None, None)
+    if pretrain is not None and pretrain.vocab.identity != finetune_train.vocab.identity:
+        raise InputError(
+            f"the pretraining panel is over {pretrain.vocab.identity}, the fine-tuning panel over "
+            f"{finetune_train.vocab.identity}"
+        )
     vocab = build_covariate_vocab([p for p in (pre_train, finetune_train) if p is not None], covariates)
+    model_args = {"num_states": len(finetune_train.vocab), **model_args}
     L.seed_everything(seed, verbose=False)
     model = CareerTransformer(vocab, **{**SIZES[size], **model_args})
     pretrained, pretrain_epochs = None, None

@@ -21,7 +21,7 @@ from lit_career.baselines.markov import MarkovBaseline
 from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline, _Encoder
 from lit_career.errors import InputError
 from lit_career.io import write_file_atomic
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.taxonomy import Vocabulary, vocabulary
 
 MODEL_FILE = "model.safetensors"
 Fitted = MarkovBaseline | LogitBaseline | BagOfJobsBaseline | CareerTransformer
@@ -29,16 +29,25 @@ MARKOV_ARRAYS = ("_first", "_bigram", "_trigram_keys", "_trigram_counts")
 """The counts a fitted :class:`MarkovBaseline` predicts from."""
 
 
-def save_model(model: Fitted, folder: Path) -> Path:
-    """Write ``model`` to ``folder/model.safetensors`` (atomically)."""
+def save_model(model: Fitted, folder: Path, vocab: Vocabulary | None = None) -> Path:
+    """Write ``model``, fitted over ``vocab`` (default: the bundled occ1990dd), to ``folder/model.safetensors``
+    (atomically); the metadata records the vocabulary's identity."""
+    vocab = vocab or vocabulary()
     kind, settings, tensors = _parts(model)
-    metadata = {"kind": kind, "states": str(len(vocabulary())), "settings": json.dumps(settings)}
+    metadata = {
+        "kind": kind,
+        "states": str(len(vocab)),
+        "vocabulary": vocab.identity,
+        "settings": json.dumps(settings),
+    }
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     return write_file_atomic(Path(folder) / MODEL_FILE, lambda tmp: save_file(tensors, tmp, metadata))
 
 
-def load_model(path: Path) -> Fitted:
-    """The model :func:`save_model` wrote to ``path``; an :class:`InputError` naming the file if it cannot be."""
+def load_model(path: Path, vocab: Vocabulary | None = None) -> Fitted:
+    """The model :func:`save_model` wrote to ``path``, fitted over ``vocab`` (default: the bundled occ1990dd);
+    an :class:`InputError` naming the file if it cannot be, or it was fitted over another vocabulary."""
+    vocab = vocab or vocabulary()
     try:
         with safe_open(path, "pt") as opened:
             metadata = opened.metadata() or {}
@@ -47,12 +56,15 @@ def load_model(path: Path) -> Fitted:
         raise InputError(f"not a readable saved model ({err})", file=str(path)) from None
     if metadata.get("kind") not in BUILDERS:
         raise InputError(f"not a saved model of this project (kind {metadata.get('kind')!r})", file=str(path))
-    if int(metadata["states"]) != len(vocabulary()):
+    if metadata.get("vocabulary", vocabulary().identity) != vocab.identity or int(metadata["states"]) != len(
+        vocab
+    ):
         raise InputError(
-            f"the model predicts over {metadata['states']} states, the vocabulary has {len(vocabulary())}",
+            f"the model predicts over {metadata.get('vocabulary', 'occ1990dd')} ({metadata['states']} states), "
+            f"not over {vocab.identity} ({len(vocab)} states)",
             file=str(path),
         )
-    return BUILDERS[metadata["kind"]](json.loads(metadata["settings"]), tensors)
+    return BUILDERS[metadata["kind"]](json.loads(metadata["settings"]), tensors, len(vocab))
 
 
 def covariate_levels(model: Fitted) -> dict[str, list[str]]:
@@ -81,7 +93,7 @@ def _parts(model: Fitted) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]
     return model.name, settings, tensors
 
 
-def _markov(settings: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MarkovBaseline:
+def _markov(settings: dict[str, Any], tensors: dict[str, torch.Tensor], states: int) -> MarkovBaseline:
     model = MarkovBaseline(**settings, tune=False)
     for name in MARKOV_ARRAYS:
         setattr(model, name, tensors[name].numpy())
@@ -89,20 +101,23 @@ def _markov(settings: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Marko
 
 
 def _neural(
-    model: LogitBaseline | BagOfJobsBaseline, settings: dict[str, Any], tensors: dict[str, torch.Tensor]
+    model: LogitBaseline | BagOfJobsBaseline,
+    settings: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    states: int,
 ) -> LogitBaseline | BagOfJobsBaseline:
     """``model`` (unfitted) given the saved covariate encoding and network weights."""
     model.encoder = _Encoder(
         tensors["encoder.mean"].numpy(), tensors["encoder.std"].numpy(), settings["levels"]
     )
-    model.net = model._build(len(vocabulary()), model.encoder.width)
+    model.net = model._build(states, model.encoder.width)
     _load_state(model.net, {k.removeprefix("net."): t for k, t in tensors.items() if k.startswith("net.")})
     model.net.eval()
     return model
 
 
-def _career(settings: dict[str, Any], tensors: dict[str, torch.Tensor]) -> CareerTransformer:
-    model = CareerTransformer(**settings)
+def _career(settings: dict[str, Any], tensors: dict[str, torch.Tensor], states: int) -> CareerTransformer:
+    model = CareerTransformer(**{"num_states": states, **settings})
     _load_state(model, tensors)
     return model.eval()
 
@@ -117,9 +132,9 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
 
 BUILDERS = {
     "markov": _markov,
-    "logit": lambda settings, tensors: _neural(LogitBaseline(), settings, tensors),
-    "bag_of_jobs": lambda settings, tensors: _neural(
-        BagOfJobsBaseline(settings["dim"], settings["hidden"]), settings, tensors
+    "logit": lambda settings, tensors, states: _neural(LogitBaseline(), settings, tensors, states),
+    "bag_of_jobs": lambda settings, tensors, states: _neural(
+        BagOfJobsBaseline(settings["dim"], settings["hidden"]), settings, tensors, states
     ),
     "career": _career,
 }

@@ -75,6 +75,7 @@ def evaluate(
     out_dir = check_writable(out_dir)
     found = prediction_files(runs, split)
     loaded = [(path, _read(path, split)) for _, path in found]
+    check_same_vocabulary(loaded)
     orders = check_same_transitions(loaded)
     names = _row_names([run for run, _ in found], [pred.model for _, pred in loaded])
     models = {name: pred for name, (_, pred) in zip(names, loaded, strict=True)}
@@ -178,6 +179,19 @@ def prediction_files(runs: list[Path], split: str | None) -> list[tuple[Path, Pa
             else:
                 raise InputError("run not found", file=str(path))
     return files
+
+
+def check_same_vocabulary(loaded: list[tuple[Path, Predictions]]) -> None:
+    """Raise :class:`InputError` naming the first run whose predictions are over another vocabulary than the
+    first run's, and both vocabularies."""
+    first_path, first = loaded[0]
+    for path, pred in loaded[1:]:
+        if pred.vocabulary_identity != first.vocabulary_identity:
+            raise InputError(
+                f"predictions over the vocabulary {pred.vocabulary_identity}, but {first_path} is over "
+                f"{first.vocabulary_identity}; compare rows over one vocabulary",
+                file=str(path),
+            )
 
 
 def check_same_transitions(loaded: list[tuple[Path, Predictions]]) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_calibrat
 from lit_career.errors import InputError
 from lit_career.panel.careers import EDUCATION_LEVELS
 from lit_career.panel.predictions import Predictions
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.taxonomy import employed_states, vocabulary
 
 # Subgroup variable -> the table column it is derived from.
 SUBGROUPS = {"sex": "sex", "race": "race", "cohort": "birth_year", "education": "education"}
@@ -59,7 +59,9 @@ def select_split(pred: Predictions, split: str | None) -> Predictions:
         raise InputError(f"{pred.model}: no transitions in split {split!r}", column="split")
     if keep.all():
         return pred
-    return Predictions(pred.table[keep].reset_index(drop=True), pred.log_probs[keep], pred.model)
+    return Predictions(
+        pred.table[keep].reset_index(drop=True), pred.log_probs[keep], pred.model, pred.vocabulary
+    )
 
 
 def evaluate_predictions(pred: Predictions, *, split: str | None = None, bins: int = 15) -> dict[str, float]:
@@ -86,7 +88,7 @@ def evaluate_predictions(pred: Predictions, *, split: str | None = None, bins: i
     metrics["switch_auc"], metrics["switch_nll"] = _binary(log_switch, log_stay, switched)
     metrics["n_switch_task"] = len(switched)
 
-    employed = torch.as_tensor(vocabulary().is_employed())
+    employed = torch.as_tensor(employed_states(lp.shape[1]))
     rows = (prev >= 0) & employed[prev.clamp(min=0)]
     log_out = torch.logsumexp(lp[:, ~employed][rows].double(), dim=1)
     metrics["employed_auc"], metrics["employed_nll"] = _binary(
@@ -175,7 +177,8 @@ def _group_order(by: str, group: str) -> tuple:
 
 def _tensors(pred: Predictions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validated log-probabilities [N, V] (float32), realized states and previous states (int64)."""
-    size = len(vocabulary())
+    bundled = pred.vocabulary_identity == vocabulary().identity
+    size = len(vocabulary()) if bundled else (pred.log_probs.shape[1:] or [0])[0]
     if pred.log_probs.ndim != 2 or pred.log_probs.shape[1] != size:
         raise InputError(
             f"{pred.model}: distributions have shape {pred.log_probs.shape}, expected [N, {size}]"

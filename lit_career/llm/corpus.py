@@ -24,6 +24,7 @@ import pandas as pd
 from lightning.pytorch import LightningDataModule
 from transformers import PreTrainedTokenizerBase
 
+from lit_career.errors import InputError
 from lit_career.io import read_json
 from lit_career.llm.backbone import cache_dir
 from lit_career.llm.batching import (
@@ -36,6 +37,7 @@ from lit_career.llm.batching import (
     padding_fraction,
 )
 from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
+from lit_career.panel.taxonomy import Vocabulary
 from lit_career.sources import PanelSource
 from lit_career.text.cache import cache_key, read_cache, write_cache
 from lit_career.text.resume import ResumeTemplate
@@ -139,6 +141,14 @@ class ResumeCorpus(LightningDataModule):
         if i not in self._panels:
             self._panels[i] = subsample_persons(self.sources[i].load(), self.max_persons)
         return self._panels[i]
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The vocabulary of the sources' panels (one for all: resumes of every source show its titles)."""
+        vocabs = {self._panel(i).vocab.identity: self._panel(i).vocab for i in range(len(self.sources))}
+        if len(vocabs) > 1:
+            raise InputError(f"the corpus' sources are over different vocabularies: {', '.join(vocabs)}")
+        return next(iter(vocabs.values()))
 
     def _cached(self, i: int) -> Path:
         """Cache folder of source ``i``, tokenizing the source first when it is missing."""

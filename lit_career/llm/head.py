@@ -66,7 +66,7 @@ from lit_career.llm.features import (
 from lit_career.llm.scoring import ClosedSetScorer, candidate_strings, closed_set_scores
 from lit_career.llm.transition_data import TransitionData
 from lit_career.panel.predictions import Predictions
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.text.cache import tokenizer_fingerprint
 from lit_career.two_stage import two_stage_log_probs
 
@@ -113,6 +113,8 @@ class OccupationHead(L.LightningModule):
         predictions_path: Parquet file ``predict`` writes (default under the trainer's log dir).
         top_k: write only the ``top_k`` most probable states of each transition instead of full vectors.
         name: model name stored in the predictions (default ``llm_<head>``).
+        vocabulary: the states predicted over (see :class:`~lit_career.sources.PanelSource`); the data's
+            panels must be over the same.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class OccupationHead(L.LightningModule):
         predictions_path: str | None = None,
         top_k: int | None = None,
         name: str | None = None,
+        vocabulary: str = "occ1990dd",
     ):
         super().__init__()
         # What defines the head is saved (and restored from a checkpoint by the CLI); where to cache, write or
@@ -164,7 +167,8 @@ class OccupationHead(L.LightningModule):
                 f"feature_workers and feature_shard_size must be positive, got {feature_workers}, {feature_shard_size}"
             )
         self.feature_workers, self.feature_shard_size = feature_workers, feature_shard_size
-        self.num_states = len(vocabulary())
+        self.vocab = load_vocabulary(vocabulary)
+        self.num_states = len(self.vocab)
         if head == "likelihood":
             self.log_temperature = nn.Parameter(torch.zeros(()))
             self.bias = nn.Parameter(torch.zeros(self.num_states), requires_grad=fit_bias)
@@ -214,6 +218,12 @@ class OccupationHead(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         data = self._data()
+        if data.vocab.identity != self.vocab.identity:
+            raise InputError(
+                f"the data's panels are over the vocabulary {data.vocab.identity}, the head over "
+                f"{self.vocab.identity}; set model.init_args.vocabulary to the sources' vocabulary",
+                column="vocabulary",
+            )
         if tokenizer_fingerprint(data.tokenizer) != tokenizer_fingerprint(self.tokenizer):
             raise InputError(
                 f"the data is tokenized with {data.tokenizer_source!r}, not with the model's tokenizer "
@@ -279,7 +289,7 @@ class OccupationHead(L.LightningModule):
         """``[len(part), V]`` closed-set scores of the transitions ``part`` of ``split`` (cached)."""
         data = self._data()
         token_ids = data.token_ids(split)
-        candidates = candidate_strings(data.template, self.tokenizer, token_ids, part)
+        candidates = candidate_strings(data.template, self.tokenizer, token_ids, part, data.vocab)
         key = self._feature_key(token_ids, part, "\n".join(candidates))
         path = self.feature_cache_dir / f"scores-{split}-{key}.pt"
         if path.is_file():
@@ -378,7 +388,7 @@ class OccupationHead(L.LightningModule):
             raise RuntimeError(f"{stage}: got {len(rows)} rows for {len(table)} transitions")
         ordered = torch.empty_like(log_probs)
         ordered[rows] = log_probs
-        return Predictions(table, ordered.numpy(), self.name)
+        return Predictions(table, ordered.numpy(), self.name, self.vocab.identity)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]

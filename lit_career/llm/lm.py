@@ -258,7 +258,7 @@ class CausalLMFineTuner(LightningModule):
 
         corpus = self.trainer.datamodule
         # tok_start is the token holding the space before the title: every candidate starts with it
-        candidates = [" " + target for target in corpus.template.targets()]
+        candidates = [" " + target for target in corpus.template.targets(corpus.vocab)]
         scorer = ClosedSetScorer(self.model, corpus.tokenizer, candidates)
         transitions = corpus.transitions(split)
         token_ids = corpus.token_ids(split)

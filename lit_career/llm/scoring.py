@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from lit_career.panel.taxonomy import Vocabulary
 from lit_career.text.resume import ResumeTemplate
 
 Segment = tuple[int, int, int]
@@ -281,11 +282,12 @@ def candidate_strings(
     tokenizer: PreTrainedTokenizerBase,
     token_ids: list[list[int]],
     transitions: pd.DataFrame,
+    vocab: Vocabulary | None = None,
 ) -> list[str]:
     """The closed set as the LM sees it from ``tok_start``: each target after the space that precedes it
     in the resume. Raises if a realized target's tokens in its resume differ
     from its candidate's standalone tokens (then the scores would not be the LM's)."""
-    targets = template.targets()
+    targets = template.targets(vocab)
     first = transitions.iloc[0]
     span = tokenizer.decode(
         token_ids[first.resume][first.tok_start : first.tok_end], clean_up_tokenization_spaces=False

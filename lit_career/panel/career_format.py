@@ -23,7 +23,7 @@ from lit_career.errors import InputError
 from lit_career.io import write_file_atomic
 from lit_career.panel.careers import EDUCATION_LEVELS, CareerPanel, make_panel
 from lit_career.panel.table import check_unique_person_years, parse_years
-from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, map_codes
+from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, Vocabulary, map_codes
 
 SPLITS = ("train", "valid", "test")
 MISSING = "unknown"
@@ -42,10 +42,11 @@ DEFAULT_EDUCATION_MAP = {level: level for level in EDUCATION_LEVELS} | {
 def read_career(
     directory: str | Path,
     *,
-    code_system: CodeSystem = "occ1990dd",
+    code_system: CodeSystem | None = None,
     unknown_codes: UnknownCodePolicy = "error",
     education_map: dict[str, str] | None = None,
     source: str = "CAREER",
+    vocab: Vocabulary | None = None,
 ) -> CareerPanel:
     """Read every split present in ``directory``, given as the persons' splits; person ids are
     ``<split>-<line number>``.
@@ -64,11 +65,18 @@ def read_career(
         raise InputError(
             f"no CAREER split files ({', '.join(f'{s}.job' for s in SPLITS)}) found", file=str(directory)
         )
-    parts = [_read_split(directory, split, code_system, unknown_codes, education_map) for split in present]
+    parts = [
+        _read_split(directory, split, (code_system, vocab), unknown_codes, education_map) for split in present
+    ]
     removed = sum((Counter(p[2]) for p in parts), Counter())
     given = {split: f"career:{directory / f'{split}.job'}" for split in present}
     return make_panel(
-        pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts]), source, dict(removed), given
+        pd.concat([p[0] for p in parts]),
+        pd.concat([p[1] for p in parts]),
+        source,
+        dict(removed),
+        given,
+        vocab,
     )
 
 
@@ -122,8 +130,10 @@ def write_career(
             )
 
 
-def _read_split(directory: Path, split: str, code_system, unknown_codes, education_map):
-    """One split's records, persons and counts of what the unknown-code policy removed."""
+def _read_split(directory: Path, split: str, coding, unknown_codes, education_map):
+    """One split's records, persons and counts of what the unknown-code policy removed (``coding``: the
+    code system and the vocabulary)."""
+    code_system, vocab = coding
     job_file = directory / f"{split}.job"
     jobs = [line.split() for line in _read_lines(job_file)]
     if not jobs:
@@ -144,7 +154,7 @@ def _read_split(directory: Path, split: str, code_system, unknown_codes, educati
         check_unique_person_years(records, file="", column="", rows=pos)
     with _at_token(job_file, line, token) as pos:
         codes = pd.Series([code for tokens in jobs for code in tokens])
-        records["state"], report = map_codes(codes, code_system, policy=unknown_codes, rows=pos)
+        records["state"], report = map_codes(codes, code_system, vocab=vocab, policy=unknown_codes, rows=pos)
     records["education"] = pd.NA
     education_file = directory / f"{split}.education"
     if education_file.exists():

@@ -19,7 +19,7 @@ reference format (:mod:`lit_career.panel.career_format`) and the bundled NLSY79 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -52,10 +52,8 @@ class CareerPanel:
     given_splits: dict[str, str] = field(default_factory=dict)
     """Splits the data gives → where each comes from (``{"test": "ids file heldout.txt"}``); a given split
     with no persons here is given elsewhere (a run's test source)."""
-
-    @property
-    def vocab(self) -> Vocabulary:
-        return vocabulary()
+    vocab: Vocabulary = field(default_factory=vocabulary)
+    """The states ``records["state"]`` indexes (default: the bundled occ1990dd vocabulary)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -63,12 +61,12 @@ class CareerPanel:
     def subset(self, person_ids) -> CareerPanel:
         """The panel restricted to ``person_ids``."""
         keep = self.records["person_id"].isin(person_ids)
-        return CareerPanel(
-            self.records[keep].reset_index(drop=True),
-            self.persons[self.persons.index.isin(person_ids)],
-            self.source,
-            dict(self.removed),
-            dict(self.given_splits),
+        return replace(
+            self,
+            records=self.records[keep].reset_index(drop=True),
+            persons=self.persons[self.persons.index.isin(person_ids)],
+            removed=dict(self.removed),
+            given_splits=dict(self.given_splits),
         )
 
     def split(self, name: str) -> CareerPanel:
@@ -86,6 +84,7 @@ def make_panel(
     source: str,
     removed: dict[str, int] | None = None,
     given_splits: dict[str, str] | None = None,
+    vocab: Vocabulary | None = None,
 ):
     """Normalize dtypes and order of the two tables and build a :class:`CareerPanel`."""
     records = records[["person_id", "year", "state", "education"]].copy()
@@ -114,7 +113,12 @@ def make_panel(
             (~has_records).sum()
         )
     return CareerPanel(
-        records, persons.loc[has_records].sort_index(), source, removed, dict(given_splits or {})
+        records,
+        persons.loc[has_records].sort_index(),
+        source,
+        removed,
+        dict(given_splits or {}),
+        vocab or vocabulary(),
     )
 
 
@@ -155,7 +159,7 @@ def assign_splits(
             )
         shares = {name: f / total for name, f in open_splits.items()} if total > 0 else {}
         persons["split"] = persons["split"].where(given, _draw(persons.index[~given], shares, seed))
-    return CareerPanel(panel.records, persons, panel.source, dict(panel.removed), dict(panel.given_splits))
+    return replace(panel, persons=persons, removed=dict(panel.removed), given_splits=dict(panel.given_splits))
 
 
 def _draw(person_ids: pd.Index, fractions: dict[str, float], seed: int) -> pd.Series:
@@ -176,7 +180,7 @@ def give_splits(panel: CareerPanel, split: pd.Series, origins: dict[str, str]) -
     none), ``origins`` says where each split comes from (replacing any given before)."""
     persons = panel.persons.copy()
     persons["split"] = split.reindex(persons.index).astype("string")
-    return CareerPanel(panel.records, persons, panel.source, dict(panel.removed), dict(origins))
+    return replace(panel, persons=persons, removed=dict(panel.removed), given_splits=dict(origins))
 
 
 def give_test_persons(panel: CareerPanel, person_ids: list[str], file: str) -> CareerPanel:

@@ -17,17 +17,27 @@ import pyarrow.parquet as pq
 
 from lit_career.errors import InputError
 from lit_career.io import write_file_atomic
+from lit_career.panel.taxonomy import vocabulary
 from lit_career.panel.transitions import KEY_COLUMNS
 
 
 @dataclass
 class Predictions:
     """``table`` has one row per transition (columns :data:`KEY_COLUMNS` + covariates);
-    ``log_probs[i]`` is the log distribution over the vocabulary for row ``i`` (rows sum to 1 in prob)."""
+    ``log_probs[i]`` is the log distribution over the vocabulary for row ``i`` (rows sum to 1 in prob);
+    ``vocabulary`` names that vocabulary (:attr:`~lit_career.panel.taxonomy.Vocabulary.identity`, name and
+    content hash; ``None``: not recorded, read as the bundled occ1990dd, which every file written before
+    vocabularies were recorded is over)."""
 
     table: pd.DataFrame
     log_probs: np.ndarray
     model: str = "model"
+    vocabulary: str | None = None
+
+    @property
+    def vocabulary_identity(self) -> str:
+        """The recorded vocabulary, the bundled occ1990dd one when none is."""
+        return self.vocabulary or vocabulary().identity
 
     def __post_init__(self) -> None:
         if len(self.table) != len(self.log_probs):
@@ -64,7 +74,9 @@ class Predictions:
                 ("top_log_probs", np.take_along_axis(lp, top, 1)),
             ):
                 table = table.append_column(name, pa.FixedSizeListArray.from_arrays(values.ravel(), top_k))
-        table = table.replace_schema_metadata({b"model": self.model.encode()})
+        table = table.replace_schema_metadata(
+            {b"model": self.model.encode(), b"vocabulary": self.vocabulary_identity.encode()}
+        )
         write_file_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
     @classmethod
@@ -84,5 +96,11 @@ class Predictions:
             raise InputError("log_probs is not a fixed-size list of log-probabilities", file=str(path))
         column = table.column("log_probs").combine_chunks()
         log_probs = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-        model = (table.schema.metadata or {}).get(b"model", b"model").decode()
-        return cls(table.drop(["log_probs"]).to_pandas(), log_probs, model)
+        metadata = table.schema.metadata or {}
+        recorded = metadata.get(b"vocabulary")
+        return cls(
+            table.drop(["log_probs"]).to_pandas(),
+            log_probs,
+            metadata.get(b"model", b"model").decode(),
+            recorded.decode() if recorded else None,
+        )

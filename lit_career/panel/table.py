@@ -11,7 +11,7 @@ import pandas as pd
 
 from lit_career.errors import InputError
 from lit_career.panel.careers import EDUCATION_LEVELS, STATIC_COLUMNS, YEAR_RANGE, CareerPanel, make_panel
-from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, map_codes
+from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, Vocabulary, map_codes
 
 
 @dataclass
@@ -125,13 +125,15 @@ def load_table(
     path: str | Path,
     columns: ColumnMap | None = None,
     *,
-    code_system: CodeSystem = "occ1990dd",
+    code_system: CodeSystem | None = None,
     unknown_codes: UnknownCodePolicy = "error",
     source: str | None = None,
+    vocab: Vocabulary | None = None,
 ) -> CareerPanel:
     """Load a long person-year CSV/Parquet table into a panel.
 
-    Occupation codes are mapped with the ``code_system`` crosswalk; covariates that vary within a
+    Occupation codes are mapped to ``vocab`` (default occ1990dd) with the ``code_system`` crosswalk (``None``:
+    codes of the vocabulary itself); covariates that vary within a
     person take the person's first non-missing value. Education values must be one of
     :data:`EDUCATION_LEVELS` (or empty).
     """
@@ -159,7 +161,13 @@ def load_table(
             "occupation code is missing", file=file, row=int(rows[pos]), column=columns.occupation
         )
     state, report = map_codes(
-        occupation, code_system, policy=unknown_codes, file=file, column=columns.occupation, rows=rows
+        occupation,
+        code_system,
+        vocab=vocab,
+        policy=unknown_codes,
+        file=file,
+        column=columns.occupation,
+        rows=rows,
     )
     records = pd.DataFrame(
         {
@@ -188,7 +196,7 @@ def load_table(
         persons["split"] = _parse_split(table[columns.split], ids, file, columns.split, rows)
         present = set(persons["split"])
         given = {name: f"column {columns.split!r} of {file}" for name in SPLIT_NAMES if name in present}
-    return make_panel(records, persons, source or Path(path).stem, removed, given)
+    return make_panel(records, persons, source or Path(path).stem, removed, given, vocab)
 
 
 def _parse_split(values: pd.Series, ids: pd.Series, file: str, column: str, rows: np.ndarray) -> pd.Series:

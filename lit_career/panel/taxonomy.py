@@ -1,14 +1,17 @@
-"""The closed set of states a worker can be in: 341 occ1990dd occupations plus special states.
+"""The closed set of states a worker can be in: a vocabulary's occupations plus special states.
 
-Indices are stable: occupations first in code order, then the special states of
-``resources/occupations/special_states.csv``. Every model emits a probability vector over this
-vocabulary. Crosswalks map other coding systems (Census 1970-2010, O*NET-SOC 2010) to it.
+Indices are stable: occupations first (in code order for the bundled occ1990dd vocabulary, in table order
+for the others), then the special states of ``resources/occupations/special_states.csv`` in that order.
+Every model emits a probability vector over its panel's vocabulary. The bundled default is the 341
+occ1990dd codes (:func:`vocabulary`); others are tables (:mod:`lit_career.panel.vocabularies`). Crosswalks
+map other coding systems (Census 1970-2010, O*NET-SOC 2010) to a vocabulary.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib.resources import files
 from typing import Literal
 
@@ -39,11 +42,22 @@ def _resource(name: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Occupations and special states. ``table`` is indexed by vocabulary index."""
+    """Occupations and special states. ``table`` is indexed by vocabulary index; its columns: code, key,
+    title, is_special and the groups (occ1990dd: group12, group12_title, group17, group17_title; a table
+    vocabulary: group, group_title). ``name`` says which vocabulary it is."""
 
-    table: (
-        pd.DataFrame
-    )  # columns: code, key, title, group12, group12_title, group17, group17_title, is_special
+    table: pd.DataFrame
+    name: str = "occ1990dd"
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the table's content (codes, keys, titles, groups, in index order)."""
+        return hashlib.sha256(self.table.to_csv(index=False).encode()).hexdigest()
+
+    @property
+    def identity(self) -> str:
+        """Name and content hash, e.g. ``occ1990dd (sha256:3f2a…)``: what predictions record."""
+        return f"{self.name} (sha256:{self.digest[:16]})"
 
     def __len__(self) -> int:
         return len(self.table)
@@ -74,11 +88,22 @@ class Vocabulary:
         ).to_numpy()
 
     def group_of(self, level: Literal[12, 17] = 12) -> np.ndarray:
-        """Parent group id per index (-1 for non-occupation states)."""
+        """Parent group id per index (-1 for non-occupation states); occ1990dd groupings only."""
+        if f"group{level}" not in self.table:
+            raise ValueError(f"the {self.name} vocabulary has no {level}-group level (only occ1990dd has)")
         return self.table[f"group{level}"].to_numpy()
 
-    def index_of_code(self) -> dict[int, int]:
-        return {int(c): i for i, c in enumerate(self.codes)}
+    def index_of_code(self) -> dict:
+        """Map from code (int for occ1990dd, string otherwise) to index."""
+        return {c if isinstance(c, str) else int(c): i for i, c in enumerate(self.codes)}
+
+
+def employed_states(size: int) -> np.ndarray:
+    """:meth:`Vocabulary.is_employed` of any vocabulary of ``size`` states, from the shared special tail."""
+    keys = _resource("special_states.csv")["key"]
+    mask = np.ones(size, dtype=bool)
+    mask[size - len(keys) :] = keys.isin(["military", "unmapped"]).to_numpy()
+    return mask
 
 
 @cache
@@ -117,9 +142,25 @@ def vocabulary() -> Vocabulary:
     return Vocabulary(table)
 
 
+def code_map(vocab: Vocabulary, system: str | None) -> dict[str, int]:
+    """Map from a code of ``system`` (as a string) to an index of ``vocab``; ``None``: the vocabulary's own
+    codes (special states by their key in a table vocabulary)."""
+    if vocab.name == "occ1990dd":
+        return crosswalk(system or "occ1990dd")
+    own = {str(code): i for i, code in enumerate(vocab.codes)}
+    if system is None or system == vocab.name or (system == "onetsoc2010" and vocab.name == "onet_soc_2010"):
+        return own
+    if system == "soc" and vocab.name == "onet_soc_2010":
+        out: dict[str, int] = {}
+        for code, i in own.items():
+            out.setdefault(code[:7], i)  # several O*NET codes share a SOC: the first (``.00``) wins
+        return out
+    raise InputError(f"no crosswalk from {system} codes to the {vocab.name} vocabulary")
+
+
 @cache
 def crosswalk(system: CodeSystem) -> dict[str, int]:
-    """Map from a code in ``system`` (as a string) to a vocabulary index."""
+    """Map from a code in ``system`` (as a string) to an index of the bundled occ1990dd vocabulary."""
     vocab = vocabulary()
     to_index = vocab.index_of_code()
     if system == "occ1990dd":
@@ -147,20 +188,23 @@ class MappingReport:
 
 def map_codes(
     codes: pd.Series,
-    system: CodeSystem,
+    system: CodeSystem | None,
     *,
+    vocab: Vocabulary | None = None,
     policy: UnknownCodePolicy = "error",
     file: str | None = None,
     column: str | None = None,
     rows: pd.Series | np.ndarray | None = None,
 ) -> tuple[pd.Series, MappingReport]:
-    """Map raw codes to vocabulary indices.
+    """Map raw codes of ``system`` (``None``: the vocabulary's own) to indices of ``vocab`` (default occ1990dd).
 
     Unknown codes raise :class:`InputError` naming file, row and column, unless ``policy`` is
     ``"unmapped"`` (map to the unmapped state) or ``"drop"`` (return NA; the caller drops the rows).
     ``rows`` gives the 1-based file rows used in messages (default: position + 2, a CSV with header).
     """
-    table = crosswalk(system)
+    vocab = vocab or vocabulary()
+    table = code_map(vocab, system)
+    system = system or vocab.name
     keys = codes.astype("string").str.strip()
     if system in ("occ1990dd", "occ1970", "occ1980", "occ1990", "occ2000", "occ2010"):
         keys = keys.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).str.lstrip("0").replace("", "0")
@@ -179,7 +223,7 @@ def map_codes(
                 column=column,
             )
         if policy == "unmapped":
-            mapped[unknown] = vocabulary().special("unmapped")
+            mapped[unknown] = vocab.special("unmapped")
             report.unmapped = int(unknown.sum())
         else:
             report.dropped = int(unknown.sum())

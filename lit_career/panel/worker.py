@@ -23,15 +23,19 @@ from lit_career.errors import InputError
 from lit_career.io import read_json
 from lit_career.panel.careers import EDUCATION_LEVELS, STATIC_COLUMNS, CareerPanel, make_panel
 from lit_career.panel.table import check_unique_person_years, parse_years, read_table
-from lit_career.panel.taxonomy import CodeSystem, map_codes, vocabulary
+from lit_career.panel.taxonomy import CodeSystem, Vocabulary, map_codes, vocabulary
 
 PER_YEAR = ("year", "occupation", "education")
 COLUMNS = (*PER_YEAR, *STATIC_COLUMNS)
 """The fields a worker file may give."""
 
 
-def read_worker(path: str | Path, code_system: CodeSystem = "occ1990dd") -> CareerPanel:
-    """The worker of ``path`` (JSON or CSV, see the module docstring) as a panel of one person, ``worker``."""
+def read_worker(
+    path: str | Path, code_system: CodeSystem | None = None, vocab: Vocabulary | None = None
+) -> CareerPanel:
+    """The worker of ``path`` (JSON or CSV, see the module docstring) as a panel of one person, ``worker``,
+    over ``vocab`` (default: the bundled occ1990dd; ``code_system`` ``None``: the vocabulary's own codes)."""
+    vocab = vocab or vocabulary()
     path = Path(path)
     file = str(path)
     table = _json_table(path) if path.suffix == ".json" else read_table(path)
@@ -44,7 +48,7 @@ def read_worker(path: str | Path, code_system: CodeSystem = "occ1990dd") -> Care
         {
             "person_id": "worker",
             "year": parse_years(table["year"], file=file, column="year"),
-            "state": _states(table["occupation"], code_system, file),
+            "state": _states(table["occupation"], code_system, vocab, file),
             "education": _education(table, file),
         }
     )
@@ -55,7 +59,7 @@ def read_worker(path: str | Path, code_system: CodeSystem = "occ1990dd") -> Care
     )
     if "birth_year" in persons:
         persons["birth_year"] = parse_years(persons["birth_year"], file=file, column="birth_year")
-    return make_panel(records, persons, path.stem)
+    return make_panel(records, persons, path.stem, vocab=vocab)
 
 
 def _json_table(path: Path) -> pd.DataFrame:
@@ -71,16 +75,16 @@ def _json_table(path: Path) -> pd.DataFrame:
     return table.astype("string").replace({"": pd.NA})
 
 
-def _states(occupation: pd.Series, code_system: CodeSystem, file: str) -> pd.Series:
+def _states(occupation: pd.Series, code_system: CodeSystem | None, vocab: Vocabulary, file: str) -> pd.Series:
     """Vocabulary indices of titles (any case) or ``code_system`` codes; every unknown one named in one error."""
-    titles = {title.lower(): i for i, title in enumerate(vocabulary().titles)}
+    titles = {title.lower(): i for i, title in enumerate(vocab.titles)}
     by_title = occupation.astype("string").str.strip().str.lower().map(titles)
-    by_code, _ = map_codes(occupation, code_system, policy="drop")
+    by_code, _ = map_codes(occupation, code_system, vocab=vocab, policy="drop")
     states = by_title.fillna(by_code)
     unknown = occupation[states.isna()]
     if len(unknown):
         raise InputError(
-            f"unknown occupation(s) {list(unknown)}: give {code_system} codes or vocabulary titles",
+            f"unknown occupation(s) {list(unknown)}: give {code_system or vocab.name} codes or vocabulary titles",
             file=file,
             column="occupation",
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -42,7 +42,8 @@ from lit_career.llm.transition_data import TransitionData
 from lit_career.panel.careers import CareerPanel, give_splits, make_panel
 from lit_career.panel.predictions import Predictions
 from lit_career.panel.table import ColumnMap
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.taxonomy import Vocabulary, vocabulary
+from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.sources import PanelSource
 from lit_career.text.resume import ResumeTemplate
 
@@ -61,6 +62,8 @@ class Row:
 
     name: str
     model: Fitted | FinishedHead
+    vocab: Vocabulary = field(default_factory=vocabulary)
+    """The states the row predicts over (its source's ``vocabulary``)."""
 
     @classmethod
     def load(cls, folder: str | Path) -> Row:
@@ -72,8 +75,10 @@ class Row:
         if not isinstance(record, dict):
             raise InputError("not a row record (a JSON object)", file=str(folder / "metrics.json"))
         settings = record.get("settings") or {}
+        vocab = load_vocabulary((settings.get("source") or {}).get("vocabulary") or "occ1990dd")
         if settings.get("model") == "lm":
-            return cls(record["model"], FinishedHead.load(folder, settings["lm"]))
+            head = FinishedHead.load(folder, settings["lm"])
+            return cls(record["model"], head, load_vocabulary(head.args.get("vocabulary", "occ1990dd")))
         if settings.get("model") == "oracle":
             raise InputError(
                 "the oracle fits no model: it scores only its own world's panel", file=str(folder)
@@ -83,7 +88,7 @@ class Row:
                 "written before rows saved their fitted model: run the row again to score with it",
                 file=str(folder / "metrics.json"),
             )
-        return cls(record["model"], load_model(_required(folder / MODEL_FILE)))
+        return cls(record["model"], load_model(_required(folder / MODEL_FILE), vocab), vocab)
 
     def predict(self, panel: CareerPanel) -> Predictions:
         """Distributions for every transition of ``panel``, each of its persons a test person."""
@@ -103,10 +108,10 @@ class Row:
             raise InputError(f"top_k takes one worker's history, not {len(history.persons)} persons")
         records = history.records
         ahead = pd.concat([records, records.tail(1).assign(year=records["year"].iloc[-1] + 1)])
-        predictions = self.predict(make_panel(ahead, history.persons, history.source))
+        predictions = self.predict(make_panel(ahead, history.persons, history.source, vocab=history.vocab))
         log_probs = predictions.log_probs[np.argmax(predictions.table["year"].to_numpy())]
         top = np.argsort(-log_probs)[:k]
-        vocab = vocabulary()
+        vocab = self.vocab
         return pd.DataFrame(
             {
                 "code": vocab.codes[top],
@@ -117,13 +122,18 @@ class Row:
         )
 
     def _check(self, panel: CareerPanel) -> None:
-        """Refuse states outside the vocabulary and covariate values the model cannot embed."""
+        """Refuse a panel over another vocabulary, states outside it and covariate values the model cannot embed."""
+        if panel.vocab.identity != self.vocab.identity:
+            raise InputError(
+                f"{panel.source} is over the vocabulary {panel.vocab.identity}, row {self.name} over "
+                f"{self.vocab.identity}: read the panel with the row's vocabulary"
+            )
         states = panel.records["state"].to_numpy()
-        outside = np.unique(states[(states < 0) | (states >= len(vocabulary()))])
+        outside = np.unique(states[(states < 0) | (states >= len(self.vocab))])
         if len(outside):
             raise InputError(
                 f"states {outside[:5].tolist()} of {panel.source} are outside the vocabulary of row "
-                f"{self.name} ({len(vocabulary())} states)"
+                f"{self.name} ({len(self.vocab)} states)"
             )
         levels = {} if isinstance(self.model, FinishedHead) else covariate_levels(self.model)
         values = covariate_values(panel, tuple(levels))

@@ -53,6 +53,7 @@ def run_lm_row(spec: RowSpec) -> RowRecord:
     elif lm.reuse is not None:
         lm_overrides = _lm_overrides(spec.folder_of(lm.reuse) / "finetune" / "adapter", None)
     head_overrides = {**shared, **lm_overrides, **lm.head_overrides, "model.init_args.name": spec.name}
+    head_overrides.setdefault("model.init_args.vocabulary", _vocabulary(spec))
     head = _fit(lm.head, out_dir / "head", head_overrides)
     if "lm_parameters" not in record.extra:
         record.extra["lm_parameters"] = _lm_parameters(head.model.base_model, head.model.adapter)
@@ -83,6 +84,12 @@ def run_lm_row(spec: RowSpec) -> RowRecord:
         f"{spec.name}: fit {record.fit_seconds} s, test perplexity {record.test['ppl_all']:.3f}; wrote {out_dir}"
     )
     return record
+
+
+def _vocabulary(spec: RowSpec) -> str:
+    """The vocabulary of the row's (first) training source: the head predicts over it."""
+    first = spec.train_sources[0]
+    return first.vocabulary if is_dataclass(first) else first.get("vocabulary", "occ1990dd")
 
 
 def _test_source_data(spec: RowSpec) -> dict[str, Any]:

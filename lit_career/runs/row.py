@@ -34,6 +34,7 @@ from lit_career.io import check_writable
 from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
 from lit_career.panel.predictions import Predictions
 from lit_career.panel.transitions import transition_table
+from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.runs.lm_row import run_lm_row
 from lit_career.runs.record import RowRecord, count_parameters, split_origins
 from lit_career.runs.spec import RowSpec, load_plan, load_row
@@ -96,6 +97,11 @@ def split_panels(spec: RowSpec) -> tuple[dict[str, CareerPanel], dict[str, str]]
     else:
         train = _load(replace(spec.source, split="train_valid"), spec)
         test = _load(replace(spec.test_source, split="test"), spec)
+        if test.vocab.identity != train.vocab.identity:
+            raise InputError(
+                f"the test source is over the vocabulary {test.vocab.identity}, the source over "
+                f"{train.vocab.identity}: give both the same vocabulary"
+            )
         parts = {"train": train.split("train"), "valid": train.split("valid"), "test": test.split("test")}
     for split, part in parts.items():
         if not len(part.persons):
@@ -127,7 +133,7 @@ def _fit(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecor
 
 def _save(model: Fitted, spec: RowSpec, record: RowRecord) -> None:
     """Save the fitted model into the row folder; the record names its file."""
-    save_model(model, spec.out_dir)
+    save_model(model, spec.out_dir, load_vocabulary(spec.source.vocabulary))
     record.extra["saved_model"] = MODEL_FILE
 
 
@@ -137,7 +143,9 @@ def _oracle(source: PanelSource) -> Predictor:
 
     def predict(panel: CareerPanel) -> Predictions:
         log_probs = oracle_log_probs(world, panel, population=source.population)
-        return Predictions(transition_table(panel), log_probs.astype(np.float32), "oracle")
+        return Predictions(
+            transition_table(panel), log_probs.astype(np.float32), "oracle", panel.vocab.identity
+        )
 
     return predict
 

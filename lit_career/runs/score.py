@@ -25,7 +25,7 @@ def score(
     out: Path | None = None,
     worker: Path | None = None,
     top_k: int = 5,
-    code_system: CodeSystem = "occ1990dd",
+    code_system: CodeSystem | None = None,
 ) -> None:
     """Write the distributions of every transition of ``source`` to ``out``, or print the ``top_k`` likeliest
     next states of ``worker``.
@@ -36,7 +36,8 @@ def score(
         out: Parquet file of the predictions (as the row's ``predictions_test.parquet``; ``evaluate`` reads it).
         worker: JSON or CSV file of one worker's history (see :mod:`lit_career.panel.worker`).
         top_k: how many states to print for ``worker``.
-        code_system: coding of the worker's occupation codes (vocabulary titles are always accepted).
+        code_system: coding of the worker's occupation codes (default: those of the row's vocabulary;
+            vocabulary titles are always accepted).
     """
     if row is None or (source is None) == (worker is None) or (source is None) != (out is None):
         raise InputError("give --row, and --source with --out, or --worker")
@@ -45,7 +46,7 @@ def score(
     began = time.perf_counter()
     finished = Row.load(row)
     if worker is not None:
-        history = read_worker(worker, code_system)
+        history = read_worker(worker, code_system, finished.vocab)
         table = finished.top_k(history, top_k)
         year = history.records["year"].iloc[-1] + 1
         print(

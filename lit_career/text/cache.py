@@ -68,7 +68,7 @@ def cache_key(
         panel_fingerprint(panel),
         json.dumps(config, sort_keys=True, default=str),
         json.dumps(dataclasses.asdict(template), sort_keys=True),
-        "\n".join(template.label_strings()),
+        "\n".join(template.label_strings(panel.vocab)),
         tokenizer_fingerprint(tokenizer),
         str(max_length),
     )[:32]

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lit_career.panel.careers import EDUCATION_TITLES, CareerPanel
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.taxonomy import Vocabulary, vocabulary
 from lit_career.panel.transitions import transition_keys
 
 END = "End of resume.\n"
@@ -50,14 +50,14 @@ class ResumeTemplate:
     birth_year: bool = True
     education: bool = True
 
-    def label_strings(self) -> list[str]:
-        """The label of every vocabulary entry, by index."""
-        vocab = vocabulary()
+    def label_strings(self, vocab: Vocabulary | None = None) -> list[str]:
+        """The label of every entry of ``vocab`` (default: the bundled occ1990dd), by index."""
+        vocab = vocab or vocabulary()
         return vocab.titles if self.labels == "titles" else [str(c) for c in vocab.codes]
 
-    def targets(self) -> list[str]:
-        """Target string (label + line terminator) of every vocabulary entry: the closed set to score."""
-        return [label + "\n" for label in self.label_strings()]
+    def targets(self, vocab: Vocabulary | None = None) -> list[str]:
+        """Target string (label + line terminator) of every entry of ``vocab``: the closed set to score."""
+        return [label + "\n" for label in self.label_strings(vocab)]
 
 
 @dataclass
@@ -134,7 +134,7 @@ def render_panel(
     a person's first year), gap in years since the previous record, prompt_end, target_end).
     """
     template = template or ResumeTemplate()
-    labels = template.label_strings()
+    labels = template.label_strings(panel.vocab)
     records = panel.records
     first, prev_state, gap = transition_keys(records)
     bounds = np.r_[np.flatnonzero(first), len(records)]
@@ -184,10 +184,10 @@ _EDUCATION = re.compile(r"Education: (.+)\.")
 _YEAR = re.compile(r"(-?\d+): (.+)")
 
 
-def parse(text: str, template: ResumeTemplate | None = None) -> dict:
-    """Parse a rendered resume back into source, covariates, years, states and education."""
+def parse(text: str, template: ResumeTemplate | None = None, vocab: Vocabulary | None = None) -> dict:
+    """Parse a rendered resume over ``vocab`` back into source, covariates, years, states and education."""
     template = template or ResumeTemplate()
-    to_state = {label: i for i, label in enumerate(template.label_strings())}
+    to_state = {label: i for i, label in enumerate(template.label_strings(vocab))}
     to_level = {title: level for level, title in EDUCATION_TITLES.items()}
     lines = text.split("\n")
     if lines[-2:] != [END.rstrip("\n"), ""]:

@@ -82,7 +82,7 @@ def latest_years_that_fit(
 
     A binary search per career, batched across careers; token counts shrink as the start grows.
     """
-    records, labels = panel.records, template.label_strings()
+    records, labels = panel.records, template.label_strings(panel.vocab)
     years, states = records["year"].to_numpy(), records["state"].to_numpy()
     education = records["education"].astype(object).to_numpy()
     persons = panel.persons.reindex(records["person_id"].to_numpy()[[lo for lo, _ in bounds]])
