@@ -11,8 +11,8 @@ import pandas as pd
 from lit_career.errors import InputError
 from lit_career.panel.careers import CareerPanel, give_splits, give_test_persons, without_test_persons
 from lit_career.panel.table import ColumnMap, load_table, read_person_ids
-from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy
-from lit_career.panel.vocabularies import load_vocabulary
+from lit_career.panel.taxonomy import CodeSystem, Crosswalk, UnknownCodePolicy, Vocabulary
+from lit_career.panel.vocabularies import load_crosswalk, load_vocabulary
 
 SplitRole = Literal["auto", "test", "train_valid"]
 
@@ -33,6 +33,9 @@ class PanelSource:
         vocabulary: the states the panel is over: ``occ1990dd`` (bundled, default), ``onet_soc_2010``
             (bundled) or the path of a vocabulary table (CSV/Parquet, columns code, title[, group,
             group_title]). ``nlsy79`` and ``synthetic`` panels are occ1990dd only.
+        crosswalk: a table (CSV/Parquet, columns ``from`` and ``to``) mapping the data's codes to the
+            vocabulary's, used instead of ``code_system`` (``table``/``career``); codes it lacks follow
+            ``unknown_codes``. The special states' keys pass through unless it maps them.
         unknown_codes: policy for codes outside the crosswalk: ``error``, ``unmapped`` or ``drop``
             (default: ``error``, except ``drop`` for the bundled NLSY79, see :mod:`lit_career.panel.nlsy79`).
         name: data-source name shown in the resume header (default: from the kind or file name).
@@ -56,6 +59,7 @@ class PanelSource:
     columns: ColumnMap = field(default_factory=ColumnMap)
     code_system: CodeSystem | None = None
     vocabulary: str = "occ1990dd"
+    crosswalk: str | None = None
     unknown_codes: UnknownCodePolicy | None = None
     name: str | None = None
     weight: float = 1.0
@@ -99,18 +103,29 @@ class PanelSource:
                 f"a {self.kind!r} source is coded in occ1990dd; vocabulary {self.vocabulary!r} needs a "
                 "'table' or 'career' source"
             )
+        coding = self._coding(vocab)
         if self.kind == "nlsy79":
             from lit_career.panel.nlsy79 import load_nlsy79
 
             return load_nlsy79(self.path, unknown_codes=self.unknown_codes or "drop")
         if self.kind == "table":
-            return load_table(
-                self.path, self.columns, code_system=self.code_system, unknown_codes=policy, vocab=vocab
-            )
+            return load_table(self.path, self.columns, code_system=coding, unknown_codes=policy, vocab=vocab)
         if self.kind == "career":
             from lit_career.panel.career_format import read_career
 
-            return read_career(self.path, code_system=self.code_system, unknown_codes=policy, vocab=vocab)
+            return read_career(self.path, code_system=coding, unknown_codes=policy, vocab=vocab)
         from lit_career.synthetic.world import generate_population
 
         return generate_population(self.population, persons=self.persons, seed=self.seed)
+
+    def _coding(self, vocab: Vocabulary) -> CodeSystem | Crosswalk | None:
+        """How the data's codes map to ``vocab``: the ``crosswalk`` file, else ``code_system``."""
+        if self.crosswalk is None:
+            return self.code_system
+        if self.kind not in ("table", "career") or self.code_system is not None:
+            raise InputError(
+                f"a crosswalk maps the codes of a 'table' or 'career' source and replaces code_system "
+                f"(this source: kind {self.kind!r}, code_system {self.code_system!r})",
+                file=self.crosswalk,
+            )
+        return load_crosswalk(self.crosswalk, vocab)

@@ -2,6 +2,8 @@
 named by a source, carried by the panel, used by the models, the resume renderer and the closed-set scorer,
 and recorded in the predictions."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lit_career.cli import main
+from lit_career.errors import InputError
 from lit_career.panel.careers import subsample_persons
 from lit_career.panel.nlsy79 import load_nlsy79
 from lit_career.panel.predictions import Predictions
@@ -18,7 +21,7 @@ from lit_career.panel.taxonomy import vocabulary
 from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.runs.finished import Row
 from lit_career.runs.row import run_row
-from lit_career.runs.spec import LMArgs, RowSpec
+from lit_career.runs.spec import LMArgs, RowSpec, load_row
 from lit_career.sources import PanelSource
 from lit_career.text.resume import parse, render_panel
 
@@ -181,3 +184,96 @@ def test_a_user_vocabulary_table_is_used_by_the_panel_and_the_renderer(tmp_path)
     ]
     text = render_panel(panel)[0]["text"].iloc[0]
     assert "2000: Baker\n2001: No job reported\n2002: Welder\n" in text
+
+
+def _mine(tmp_path: Path) -> Path:
+    (tmp_path / "mine.csv").write_text("code,title\nA1,Baker\nB2,Welder\n")
+    return tmp_path / "mine.csv"
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_crosswalk_maps_the_data_codes_to_the_vocabulary_and_unknown_ones_follow_the_policy(
+    tmp_path, suffix
+):
+    pairs = pd.DataFrame({"from": [101, 102, 201, 201], "to": ["A1", "A1", "B2", "B2"]})
+    crosswalk = tmp_path / f"cw.{suffix}"
+    pairs.to_parquet(crosswalk) if suffix == "parquet" else pairs.to_csv(crosswalk, index=False)
+    (tmp_path / "data.csv").write_text(
+        "person_id,year,occupation\n1,2000,101\n1,2001,102\n1,2002,no_job\n1,2003,201\n2,2000,A1\n2,2001,999\n"
+    )
+
+    def load(policy):
+        source = PanelSource(
+            kind="table",
+            path=str(tmp_path / "data.csv"),
+            vocabulary=str(_mine(tmp_path)),
+            crosswalk=str(crosswalk),
+            unknown_codes=policy,
+        )
+        return source.load()
+
+    kept = load("unmapped")
+    unmapped, no_job = kept.vocab.special("unmapped"), kept.vocab.special("no_job")
+    assert kept.records["state"].tolist() == [0, 0, no_job, 1, unmapped, unmapped]
+    assert kept.removed == {"unknown occupation code mapped to 'unmapped' (kept)": 2}
+    dropped = load("drop")
+    assert dropped.records["state"].tolist() == [0, 0, no_job, 1]
+    assert dropped.removed["unknown occupation code"] == 2
+    with pytest.raises(InputError, match=r"row 6, column 'occupation': code not in the crosswalk .*'A1'"):
+        load("error")
+
+
+@pytest.mark.parametrize(
+    ("content", "row", "column", "what"),
+    [
+        ("from,to\n101,A1\n102,B2\n101,B2\n", 4, "from", "'101' maps to 'B2' here but to 'A1' above"),
+        ("from,to\n101,A1\n102,C3\n", 3, "to", "'C3' is not in the mine vocabulary"),
+        ("from,target\n101,A1\n", 1, "to", "lacks ['to']"),
+        ("from,to\n101,A1\n,B2\n", 3, "from", "from is empty"),
+    ],
+)
+def test_a_bad_crosswalk_file_is_one_error_line(tmp_path, capsys, content, row, column, what):
+    crosswalk = tmp_path / "cw.csv"
+    crosswalk.write_text(content)
+    (tmp_path / "data.csv").write_text("person_id,year,occupation\n1,2000,101\n")
+    spec = tmp_path / "row.yaml"
+    spec.write_text(
+        f"name: m\ndataset: d\nmodel: markov1\nroot: {tmp_path}\n"
+        f"source: {{kind: table, path: {tmp_path / 'data.csv'}, vocabulary: {_mine(tmp_path)}, "
+        f"crosswalk: {crosswalk}}}\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["row", "--spec", str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
+    assert f"{crosswalk}, row {row}, column {column!r}" in err and what in err
+
+
+def test_the_likelihood_head_scores_the_onet_titles_end_to_end(onet_csv, tmp_path):
+    source = onet_source(onet_csv, unknown_codes="unmapped", name="onet")
+    lm = LMArgs(
+        head=ROOT / "configs/fit/head/likelihood.yaml",
+        data={"sources": [source], "max_persons": 30, "max_length": 512},
+        head_overrides={"trainer.max_epochs": 1},
+    )
+    run_row(
+        RowSpec(name="llm_tiny_likelihood", dataset="onet", model="lm", root=tmp_path, lm=lm, source=source)
+    )
+    saved = Predictions.read(tmp_path / "onet/llm_tiny_likelihood/predictions_test.parquet")
+    vocab = load_vocabulary("onet_soc_2010")
+    assert saved.vocabulary == vocab.identity and saved.log_probs.shape == (len(saved.table), len(vocab))
+    probs = np.exp(saved.log_probs)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (saved.log_probs.std(axis=1) > 0).all()  # every title scored on its own, not a uniform fill
+    assert saved.table["state"].lt(vocab.num_occupations).any()  # realized O*NET occupations among targets
+
+
+def test_the_shipped_onet_example_is_what_its_script_writes_and_loads_over_onet(tmp_path, monkeypatch):
+    out = tmp_path / "panel.csv"
+    script = ROOT / "benchmarks/make_onet_example.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out)], check=True, capture_output=True)
+    shipped = ROOT / "configs/rows/onet_example/panel.csv"
+    assert out.read_bytes() == shipped.read_bytes()
+    monkeypatch.chdir(ROOT)  # the row file's path is relative to the repository root
+    panel = load_row(ROOT / "configs/rows/onet_example/logit.yaml").source.load()
+    assert len(panel.persons) == 300 and panel.vocab.identity == load_vocabulary("onet_soc_2010").identity

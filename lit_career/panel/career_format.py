@@ -23,7 +23,7 @@ from lit_career.errors import InputError
 from lit_career.io import write_file_atomic
 from lit_career.panel.careers import EDUCATION_LEVELS, CareerPanel, make_panel
 from lit_career.panel.table import check_unique_person_years, parse_years
-from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, Vocabulary, map_codes
+from lit_career.panel.taxonomy import CodeSystem, Crosswalk, UnknownCodePolicy, Vocabulary, map_codes
 
 SPLITS = ("train", "valid", "test")
 MISSING = "unknown"
@@ -42,7 +42,7 @@ DEFAULT_EDUCATION_MAP = {level: level for level in EDUCATION_LEVELS} | {
 def read_career(
     directory: str | Path,
     *,
-    code_system: CodeSystem | None = None,
+    code_system: CodeSystem | Crosswalk | None = None,
     unknown_codes: UnknownCodePolicy = "error",
     education_map: dict[str, str] | None = None,
     source: str = "CAREER",

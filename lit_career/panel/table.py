@@ -11,7 +11,7 @@ import pandas as pd
 
 from lit_career.errors import InputError
 from lit_career.panel.careers import EDUCATION_LEVELS, STATIC_COLUMNS, YEAR_RANGE, CareerPanel, make_panel
-from lit_career.panel.taxonomy import CodeSystem, UnknownCodePolicy, Vocabulary, map_codes
+from lit_career.panel.taxonomy import CodeSystem, Crosswalk, UnknownCodePolicy, Vocabulary, map_codes
 
 
 @dataclass
@@ -125,7 +125,7 @@ def load_table(
     path: str | Path,
     columns: ColumnMap | None = None,
     *,
-    code_system: CodeSystem | None = None,
+    code_system: CodeSystem | Crosswalk | None = None,
     unknown_codes: UnknownCodePolicy = "error",
     source: str | None = None,
     vocab: Vocabulary | None = None,
@@ -133,7 +133,7 @@ def load_table(
     """Load a long person-year CSV/Parquet table into a panel.
 
     Occupation codes are mapped to ``vocab`` (default occ1990dd) with the ``code_system`` crosswalk (``None``:
-    codes of the vocabulary itself); covariates that vary within a
+    codes of the vocabulary itself; a user's :class:`Crosswalk`); covariates that vary within a
     person take the person's first non-missing value. Education values must be one of
     :data:`EDUCATION_LEVELS` (or empty).
     """

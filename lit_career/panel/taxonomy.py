@@ -142,9 +142,20 @@ def vocabulary() -> Vocabulary:
     return Vocabulary(table)
 
 
-def code_map(vocab: Vocabulary, system: str | None) -> dict[str, int]:
+@dataclass(frozen=True)
+class Crosswalk:
+    """A user's crosswalk (:func:`~lit_career.panel.vocabularies.load_crosswalk`): ``index`` maps a code of
+    the data (a string) to an index of the vocabulary; ``name`` (the file) names it in messages."""
+
+    name: str
+    index: dict[str, int]
+
+
+def code_map(vocab: Vocabulary, system: str | Crosswalk | None) -> dict[str, int]:
     """Map from a code of ``system`` (as a string) to an index of ``vocab``; ``None``: the vocabulary's own
-    codes (special states by their key in a table vocabulary)."""
+    codes (special states by their key in a table vocabulary); a :class:`Crosswalk`: its own map."""
+    if isinstance(system, Crosswalk):
+        return system.index
     if vocab.name == "occ1990dd":
         return crosswalk(system or "occ1990dd")
     own = {str(code): i for i, code in enumerate(vocab.codes)}
@@ -188,7 +199,7 @@ class MappingReport:
 
 def map_codes(
     codes: pd.Series,
-    system: CodeSystem | None,
+    system: CodeSystem | Crosswalk | None,
     *,
     vocab: Vocabulary | None = None,
     policy: UnknownCodePolicy = "error",
@@ -204,9 +215,13 @@ def map_codes(
     """
     vocab = vocab or vocabulary()
     table = code_map(vocab, system)
-    system = system or vocab.name
+    unknown_what = (
+        f"code not in the crosswalk {system.name}"
+        if isinstance(system, Crosswalk)
+        else f"unknown {system or vocab.name} code"
+    )
     keys = codes.astype("string").str.strip()
-    if system in ("occ1990dd", "occ1970", "occ1980", "occ1990", "occ2000", "occ2010"):
+    if (system or vocab.name) in ("occ1990dd", "occ1970", "occ1980", "occ1990", "occ2000", "occ2010"):
         keys = keys.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).str.lstrip("0").replace("", "0")
     mapped = keys.map(table).astype("Int64")
     unknown = mapped.isna() & keys.notna()
@@ -216,7 +231,7 @@ def map_codes(
             pos = int(np.flatnonzero(unknown.to_numpy())[0])
             row = int(rows[pos]) if rows is not None else pos + 2
             raise InputError(
-                f"unknown {system} code {codes.iloc[pos]!r} ({int(unknown.sum())} row(s) with unknown codes; "
+                f"{unknown_what} {codes.iloc[pos]!r} ({int(unknown.sum())} row(s) with unknown codes; "
                 "choose unknown_codes='unmapped' or 'drop' to accept them)",
                 file=file,
                 row=row,

@@ -10,6 +10,9 @@ The project's special states (:data:`~lit_career.panel.taxonomy.SPECIAL_CODES`: 
 ...) follow the occupations with the same titles and meaning as in occ1990dd; in the data their code is
 their key (``no_job``, ``unemployed``, ``not_in_labor_force``, ``education``, ``military``, ``unmapped``).
 
+A crosswalk (:func:`load_crosswalk`) maps the codes of the data to a vocabulary's: a CSV/Parquet table with
+columns ``from`` and ``to``; several codes may map to one.
+
 Bundled: ``occ1990dd`` (the default, :func:`~lit_career.panel.taxonomy.vocabulary`) and ``onet_soc_2010``
 (963 O*NET-SOC 2010 codes with their official titles, grouped by SOC major group; see
 ``resources/PROVENANCE.md``).
@@ -24,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from lit_career.errors import InputError
-from lit_career.panel.taxonomy import Vocabulary, _resource, vocabulary
+from lit_career.panel.table import read_table
+from lit_career.panel.taxonomy import Crosswalk, Vocabulary, _resource, vocabulary
 
 BUNDLED = {"onet_soc_2010": "onet_soc_2010.csv"}
 """Bundled table vocabularies (besides occ1990dd), by name: file under ``resources/occupations/``."""
@@ -93,3 +97,57 @@ def _check_values(occ: pd.DataFrame, column: str, file: str, reserved: set[str])
                 row=first + 2,
                 column=column,
             )
+
+
+def load_crosswalk(path: str, vocab: Vocabulary) -> Crosswalk:
+    """The crosswalk file ``path`` from the data's codes (column ``from``) to ``vocab``'s (column ``to``).
+
+    The special states' keys (``no_job``, ...) pass through unless the file maps them. A missing column or
+    empty value, a ``to`` outside ``vocab`` and a ``from`` given two different ``to`` raise
+    :class:`InputError` naming the file, row and column; a repeated identical pair is harmless.
+    """
+    table = read_table(path)
+    missing = [c for c in ("from", "to") if c not in table]
+    if missing:
+        raise InputError(
+            f"a crosswalk needs the columns from and to; it lacks {missing} (it has {list(table.columns)})",
+            file=path,
+            row=1,
+            column=missing[0],
+        )
+    pairs = pd.DataFrame({c: table[c].astype("string").str.strip() for c in ("from", "to")})
+    for column in ("from", "to"):
+        _refuse(pairs[column].isna() | pairs[column].eq(""), f"{column} is empty", path, column)
+    own = {str(code): i for i, code in enumerate(vocab.codes)}
+    _refuse(
+        ~pairs["to"].isin(own),
+        f"to code {{value!r}} is not in the {vocab.name} vocabulary",
+        path,
+        "to",
+        pairs["to"],
+    )
+    first_to = pairs.groupby("from", sort=False)["to"].transform("first")
+    _refuse(
+        pairs["to"].ne(first_to),
+        "from code {value}: a code of the data maps to one code of the vocabulary",
+        path,
+        "from",
+        "'" + pairs["from"] + "' maps to '" + pairs["to"] + "' here but to '" + first_to + "' above",
+    )
+    specials = vocab.table[vocab.table["is_special"]]
+    index = dict(zip(specials["key"], specials.index, strict=True))
+    index.update((code, own[to]) for code, to in zip(pairs["from"], pairs["to"], strict=True))
+    return Crosswalk(path, index)
+
+
+def _refuse(bad: pd.Series, message: str, file: str, column: str, values: pd.Series | None = None) -> None:
+    """Raise ``message`` (``{value}`` filled from ``values``) at the first ``bad`` row of a CSV-like file."""
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        value = None if values is None else values.iloc[first]
+        raise InputError(
+            f"{message.format(value=value)} ({int(bad.sum())} row(s))",
+            file=file,
+            row=first + 2,
+            column=column,
+        )
