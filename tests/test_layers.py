@@ -15,6 +15,7 @@ LAYERS = (
     ("llm", "baselines"),
     ("evaluation",),
     ("runs",),
+    ("forecast",),
     ("cli", "__main__"),
 )
 """Top-level modules and packages of lit_career, lowest layer first; a layer may import itself and below."""

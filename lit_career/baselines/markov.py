@@ -10,7 +10,6 @@ import numpy as np
 from lit_career.baselines.features import feature_table
 from lit_career.panel.careers import CareerPanel
 from lit_career.panel.predictions import Predictions
-from lit_career.panel.taxonomy import vocabulary
 from lit_career.panel.transitions import transition_table
 
 SMOOTHING_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -51,7 +50,7 @@ class MarkovBaseline:
         return f"markov{self.order}"
 
     def fit(self, train: CareerPanel, valid: CareerPanel | None = None) -> MarkovBaseline:
-        size = len(vocabulary())
+        size = len(train.vocab)
         table = transition_table(train)
         prev, state = table["prev_state"].to_numpy(np.int64), table["state"].to_numpy(np.int64)
         self._first = np.bincount(state[prev < 0], minlength=size).astype(np.float64)
@@ -84,17 +83,27 @@ class MarkovBaseline:
 
     def predict(self, panel: CareerPanel) -> Predictions:
         table = transition_table(panel)
+        prev = table["prev_state"].to_numpy(np.int64)
+        two_back = feature_table(panel)["two_back_state"].to_numpy(np.int64) if self.order == 2 else None
+        log_probs = np.log(self.probs(prev, two_back)).astype(np.float32)
+        return Predictions(table, log_probs, self.name, panel.vocab.identity)
+
+    def probs(self, prev: np.ndarray, two_back: np.ndarray | None = None) -> np.ndarray:
+        """Next-state distributions [n, V] after previous states ``prev`` (-1: first year) and, for order 2,
+        the states two records back ``two_back`` (-1: none)."""
         size = len(self._first)
         alpha = self.smoothing
         first = (self._first + alpha) / (self._first.sum() + alpha * size)
         bigram = (self._bigram + alpha) / (self._bigram.sum(1, keepdims=True) + alpha * size)
-        prev = table["prev_state"].to_numpy(np.int64)
         probs = np.where((prev < 0)[:, None], first, bigram[np.maximum(prev, 0)])
-        if self.order == 2:
-            two_back = feature_table(panel)["two_back_state"].to_numpy(np.int64)
+        if self.order == 2 and two_back is not None:
             rows = np.flatnonzero(two_back >= 0)
             probs[rows] = self._second_order(two_back[rows] * size + prev[rows], probs[rows])
-        return Predictions(table, np.log(probs).astype(np.float32), self.name)
+        return probs
+
+    def simulator(self, history: CareerPanel, paths: int) -> MarkovSimulator:
+        """Sampler of ``paths`` futures of each person of ``history`` (see :mod:`lit_career.forecast`)."""
+        return MarkovSimulator(self, history, paths)
 
     def _second_order(self, contexts: np.ndarray, first_order: np.ndarray) -> np.ndarray:
         """``(n(ctx, s) + backoff * P1) / (n(ctx) + backoff)`` for each row's context ``a * V + b``."""
@@ -108,3 +117,23 @@ class MarkovBaseline:
         )
         counts = counts[inverse]
         return (counts + self.backoff * first_order) / (counts.sum(1, keepdims=True) + self.backoff)
+
+
+class MarkovSimulator:
+    """Markov futures: each path carries its last two states; paths that share them share a distribution."""
+
+    def __init__(self, model: MarkovBaseline, history: CareerPanel, paths: int):
+        last = feature_table(history).groupby("person_id", sort=False).tail(1)
+        states = history.records["state"].to_numpy(np.int64)[last.index]
+        self.model, self.prev = model, np.repeat(states, paths)
+        self.two_back = np.repeat(last["current_state"].to_numpy(np.int64), paths)
+
+    def step(self, year: int, education: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct distributions and the row of each path (year and education do not enter a Markov chain)."""
+        size = len(self.model._first)
+        two_back = self.two_back if self.model.order == 2 else np.full_like(self.prev, -1)
+        keys, row = np.unique((two_back + 1) * size + self.prev, return_inverse=True)
+        return self.model.probs(keys % size, keys // size - 1), row
+
+    def advance(self, states: np.ndarray) -> None:
+        self.two_back, self.prev = self.prev, states.astype(np.int64)

@@ -20,7 +20,6 @@ from torch import nn
 from lit_career.baselines.features import feature_table
 from lit_career.panel.careers import EDUCATION_LEVELS, CareerPanel
 from lit_career.panel.predictions import Predictions
-from lit_career.panel.taxonomy import vocabulary
 from lit_career.panel.transitions import transition_table
 
 NUMERIC_FEATURES = ("tenure", "years_in_panel", "year", "education_change", "gap", "birth_year")
@@ -69,14 +68,26 @@ class _Encoder:
     def width(self) -> int:
         return len(NUMERIC_FEATURES) + sum(len(v) + 1 for v in self.levels.values())
 
-    def inputs(self, panel: CareerPanel) -> _Inputs:
-        features = feature_table(panel)
+    def covariates(self, features: pd.DataFrame) -> torch.Tensor:
+        """The covariate block of each row of a :func:`feature_table`-like frame (columns
+        :data:`NUMERIC_FEATURES` and :data:`CATEGORICAL_FEATURES`)."""
         numeric = (features[list(NUMERIC_FEATURES)].to_numpy(np.float64) - self.mean) / self.std
         blocks = [np.nan_to_num(numeric)]
         for column, levels in self.levels.items():
             codes = pd.Categorical(features[column], categories=levels).codes
             blocks.append(np.eye(len(levels) + 1)[np.where(codes < 0, len(levels), codes)])
-        size = len(vocabulary())
+        return torch.as_tensor(np.concatenate(blocks, axis=1), dtype=torch.float32)
+
+    def with_numeric(self, covariates: torch.Tensor, name: str, values: np.ndarray) -> torch.Tensor:
+        """A copy of ``covariates`` with the numeric feature ``name`` set to ``values`` (one per row)."""
+        i = NUMERIC_FEATURES.index(name)
+        out = covariates.clone()
+        out[:, i] = torch.as_tensor((values - self.mean[i]) / self.std[i], dtype=torch.float32)
+        return out
+
+    def inputs(self, panel: CareerPanel) -> _Inputs:
+        features = feature_table(panel)
+        size = len(panel.vocab)
         first_row = np.maximum.accumulate(
             np.where(features["current_state"].to_numpy() < 0, np.arange(len(features)), 0)
         )
@@ -85,7 +96,7 @@ class _Encoder:
             two_back=torch.as_tensor(
                 np.where(features["two_back_state"] < 0, size, features["two_back_state"])
             ),
-            covariates=torch.as_tensor(np.concatenate(blocks, axis=1), dtype=torch.float32),
+            covariates=self.covariates(features),
             states=torch.as_tensor(panel.records["state"].to_numpy(np.int64)),
             bag_start=torch.as_tensor(first_row),
             bag_end=torch.as_tensor(np.maximum(np.arange(len(features)) - 1, first_row)),
@@ -104,11 +115,10 @@ class LogitNet(nn.Module):
             nn.init.zeros_(parameter)
 
     def forward(self, inputs: _Inputs, idx: torch.Tensor) -> torch.Tensor:
-        return (
-            self.current(inputs.current[idx])
-            + self.two_back(inputs.two_back[idx])
-            + self.covariates(inputs.covariates[idx])
-        )
+        return self.logits(inputs.current[idx], inputs.two_back[idx], inputs.covariates[idx])
+
+    def logits(self, current: torch.Tensor, two_back: torch.Tensor, covariates: torch.Tensor) -> torch.Tensor:
+        return self.current(current) + self.two_back(two_back) + self.covariates(covariates)
 
 
 class BagOfJobsNet(nn.Module):
@@ -123,9 +133,11 @@ class BagOfJobsNet(nn.Module):
 
     def forward(self, inputs: _Inputs, idx: torch.Tensor) -> torch.Tensor:
         earlier = self.earlier(*inputs.earlier_jobs(idx))
-        return self.head(
-            self.current(inputs.current[idx]) + earlier + self.covariates(inputs.covariates[idx])
-        )
+        return self.logits(inputs.current[idx], earlier, inputs.covariates[idx])
+
+    def logits(self, current: torch.Tensor, earlier: torch.Tensor, covariates: torch.Tensor) -> torch.Tensor:
+        """Logits from the current job, the mean embedding of the earlier jobs and the covariates."""
+        return self.head(self.current(current) + earlier + self.covariates(covariates))
 
 
 @dataclass
@@ -191,14 +203,18 @@ class _NeuralBaseline:
     def fit(self, train: CareerPanel, valid: CareerPanel | None = None):
         self.encoder = _Encoder.fit(feature_table(train))
         torch.manual_seed(self.training.seed)
-        self.net = self._build(len(vocabulary()), self.encoder.width)
+        self.net = self._build(len(train.vocab), self.encoder.width)
         valid_inputs = self.encoder.inputs(valid) if valid is not None else None
         self.valid_nll = self.training.run(self.net, self.encoder.inputs(train), valid_inputs)
         return self
 
     def predict(self, panel: CareerPanel) -> Predictions:
         log_probs = _log_probs(self.net, self.encoder.inputs(panel)).numpy()
-        return Predictions(transition_table(panel), log_probs, self.name)
+        return Predictions(transition_table(panel), log_probs, self.name, panel.vocab.identity)
+
+    def simulator(self, history: CareerPanel, paths: int) -> NeuralSimulator:
+        """Sampler of ``paths`` futures of each person of ``history`` (see :mod:`lit_career.forecast`)."""
+        return NeuralSimulator(self.net, self.encoder, history, paths)
 
 
 class LogitBaseline(_NeuralBaseline):
@@ -254,3 +270,87 @@ class BagOfJobsBaseline(_NeuralBaseline):
 
     def _build(self, size: int, covariates: int) -> nn.Module:
         return BagOfJobsNet(size, covariates, self.dim, self.hidden)
+
+
+class NeuralSimulator:
+    """Futures of a softmax baseline: each path carries the features :func:`feature_table` would compute.
+
+    Per path: the current and two-back state, the year the current spell began and (bag-of-jobs) the sum
+    of the embeddings of the earlier jobs; per person: the previous record's year and education, the
+    first year and the static covariates. Logit paths that share (person, current, two-back, tenure)
+    share a distribution, computed once.
+    """
+
+    def __init__(self, net: nn.Module, encoder: _Encoder, history: CareerPanel, paths: int):
+        features = feature_table(history)
+        records = history.records
+        last = features.groupby("person_id", sort=False).tail(1).index.to_numpy()
+        states = records["state"].to_numpy(np.int64)
+        years = records["year"].to_numpy(np.int64)
+        self.net, self.encoder, self.paths = net, encoder, paths
+        self.persons = features.loc[last, ["sex", "race", "location", "birth_year"]].reset_index(drop=True)
+        self.first_year = years[last] - features["years_in_panel"].to_numpy()[last]
+        self.prev_year = years[last]
+        self.prev_education = records["education"].cat.codes.to_numpy(np.int64)[last]
+        self.current = np.repeat(states[last], paths)
+        self.two_back = np.repeat(features["current_state"].to_numpy(np.int64)[last], paths)
+        spell = np.flatnonzero(features["current_state"].to_numpy() != states)  # first record of each spell
+        self.spell_start = np.repeat(years[spell[np.searchsorted(spell, last, side="right") - 1]], paths)
+        if isinstance(net, BagOfJobsNet):
+            weight = net.earlier.weight.detach()
+            person = np.repeat(np.arange(len(last)), np.diff(np.r_[-1, last]))
+            earlier = np.ones(len(records), bool)
+            earlier[last] = False
+            self.bag = torch.zeros(len(last), weight.shape[1]).index_add_(
+                0, torch.as_tensor(person[earlier]), weight[torch.as_tensor(states[earlier])]
+            )
+            self.bag = self.bag.repeat_interleave(paths, 0)
+            self.bag_size = torch.as_tensor(np.repeat(np.diff(np.r_[-1, last]) - 1, paths))
+
+    @torch.no_grad()
+    def step(self, year: int, education: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Next-state distributions of the paths in ``year`` with each person's education code (-1: unknown)."""
+        self.year, self.education = year, education
+        tenure = np.repeat(self.prev_year, self.paths) - self.spell_start + 1
+        person_covariates = self.encoder.covariates(self._person_features())
+        size = self.net.current.num_embeddings - 1
+        current, two_back = self.current, np.where(self.two_back < 0, size, self.two_back)
+        if isinstance(self.net, LogitNet):
+            person = np.arange(len(current)) // self.paths
+            keys = ((person * (size + 1) + current) * (size + 1) + two_back) * (tenure.max() + 1) + tenure
+            _, first, row = np.unique(keys, return_index=True, return_inverse=True)
+            covariates = self.encoder.with_numeric(person_covariates[person[first]], "tenure", tenure[first])
+            logits = self.net.logits(
+                torch.as_tensor(current[first]), torch.as_tensor(two_back[first]), covariates
+            )
+            return F.softmax(logits, -1).numpy(), row
+        covariates = self.encoder.with_numeric(
+            person_covariates.repeat_interleave(self.paths, 0), "tenure", tenure
+        )
+        earlier = self.bag / self.bag_size.clamp(min=1)[:, None]
+        logits = self.net.logits(torch.as_tensor(current), earlier, covariates)
+        return F.softmax(logits, -1).numpy(), np.arange(len(current))
+
+    def advance(self, states: np.ndarray) -> None:
+        """Append one drawn state per path (the year and education of the last :meth:`step`)."""
+        states = states.astype(np.int64)
+        if isinstance(self.net, BagOfJobsNet):
+            self.bag += self.net.earlier.weight.detach()[torch.as_tensor(self.current)]
+            self.bag_size += 1
+        self.spell_start = np.where(states != self.current, self.year, self.spell_start)
+        self.two_back, self.current = self.current, states
+        self.prev_year = np.full_like(self.prev_year, self.year)
+        self.prev_education = self.education
+
+    def _person_features(self) -> pd.DataFrame:
+        """One :func:`feature_table` row per person for the step's year (tenure 0: each path sets its own)."""
+        year, education = self.year, self.education
+        known = (education >= 0) & (self.prev_education >= 0)
+        return self.persons.assign(
+            tenure=0,
+            years_in_panel=year - self.first_year,
+            year=year,
+            education=pd.Series(pd.Categorical.from_codes(education, EDUCATION_LEVELS)).astype("string"),
+            education_change=np.where(known, education - self.prev_education, 0),
+            gap=year - self.prev_year,
+        )

@@ -1,0 +1,106 @@
+"""Benchmark: simulate 1,000 paths x 10 years for 2,600 persons on one core (targets: Markov-1 and the logit
+under 2 min, CAREER under 30 min).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/forecast_speed.py [--persons 2600] [--career-persons 650]``.
+The persons are bundled NLSY79 persons (a fixed sample) cut after 1984 and forecast over the ten yearly
+rounds 1985-1994, in shards of 20 persons as ``python -m lit_career forecast`` samples them (drawing,
+the forecast distributions and their Monte Carlo errors included). Markov-1 and the logit are fitted on the
+other persons first (not timed). CAREER small (4 layers, d_model 96) is timed with its initial weights,
+since sampling costs the same whatever the weights, on ``--career-persons`` persons; its time is scaled
+to ``--persons`` (the table says so). Prints the figures and writes the "Forecast sampling" section of
+benchmarks/RESULTS.md; wall and CPU (process) seconds are both reported.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lit_career.baselines.career import SIZES, CareerTransformer  # noqa: E402
+from lit_career.baselines.career_data import build_covariate_vocab  # noqa: E402
+from lit_career.baselines.registry import make_baseline  # noqa: E402
+from lit_career.benchmarks_io import write_section  # noqa: E402
+from lit_career.forecast.inputs import cut, education_codes, forecast_years  # noqa: E402
+from lit_career.forecast.simulate import simulate  # noqa: E402
+from lit_career.panel.careers import assign_splits  # noqa: E402
+from lit_career.panel.nlsy79 import load_nlsy79  # noqa: E402
+
+CUTOFF, SHARD = 1984, 20
+TARGETS = {"markov1": 120, "logit": 120, "career": 1800}
+
+
+def sample_all(model, history, years, education, paths: int) -> tuple[float, float]:
+    """Wall and CPU seconds to sample every shard of ``history``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    ids = history.persons.index
+    for shard, start in enumerate(range(0, len(ids), SHARD)):
+        part = history.subset(ids[start : start + SHARD])
+        rng = np.random.default_rng([0, shard])
+        simulate(model.simulator(part, paths), years, education[start : start + SHARD], paths, rng)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--persons", type=int, default=2600)
+    parser.add_argument("--career-persons", type=int, default=650)
+    parser.add_argument("--paths", type=int, default=1000)
+    args = parser.parse_args()
+    panel = load_nlsy79(unknown_codes="drop")
+    years = forecast_years(panel, CUTOFF, 10)
+    labelled = assign_splits(cut(panel, CUTOFF), {"forecast": 0.27, "train": 0.63, "valid": 0.10})
+    chosen = labelled.persons.index[labelled.persons["split"] == "forecast"][: args.persons]
+    history = cut(panel.subset(chosen), CUTOFF)
+    education = education_codes(panel.subset(chosen), history, years, "hold")
+    train, valid = labelled.split("train"), labelled.split("valid")
+    torch.manual_seed(0)
+    models = {
+        "markov1": make_baseline("markov1").fit(train, valid),
+        "logit": make_baseline("logit").fit(train, valid),
+        "career": CareerTransformer(build_covariate_vocab([train]), **SIZES["small"]).eval(),
+    }
+    rows = []
+    for name, model in models.items():
+        persons = min(len(history.persons), args.career_persons if name == "career" else args.persons)
+        part = history.subset(history.persons.index[:persons])
+        wall, cpu = sample_all(model, part, years, education[:persons], args.paths)
+        scale = len(history.persons) / persons
+        verdict = "met" if cpu * scale < TARGETS[name] else "NOT met"
+        rows.append((name, persons, wall, cpu, scale, verdict))
+        print(f"{name}: {persons} persons in {wall:.1f} s wall, {cpu:.1f} s CPU (x{scale:.2f} for all)")
+    table = [
+        f"| model | persons timed | path-years timed | wall s | CPU s | {len(history.persons):,} persons, wall s "
+        "(CPU s) | target | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, persons, wall, cpu, scale, verdict in rows:
+        scaled = f"{wall * scale:.0f} ({cpu * scale:.0f})" + (" scaled" if scale > 1 else "")
+        table.append(
+            f"| {name} | {persons:,} | {persons * args.paths * len(years):,} | {wall:.1f} | {cpu:.1f} | {scaled} | "
+            f"< {TARGETS[name] // 60} min | {verdict} |"
+        )
+    body = "\n".join(
+        [
+            f"Simulating {args.paths:,} paths x {len(years)} years ({years[0]}-{years[-1]}) for "
+            f"{len(history.persons):,} NLSY79 persons cut after {CUTOFF}, one core, shards of {SHARD} persons "
+            "(drawing, forecast distributions and their Monte Carlo errors included; fitting not timed). CAREER "
+            "small samples with its initial weights (the cost does not depend on them) on the persons timed, "
+            "scaled linearly to all; Markov-1 and the logit are fitted on other persons first. A target is met "
+            "when the CPU seconds are under it; on a shared machine wall time also counts waiting for the core.",
+            "",
+            *table,
+            "",
+            "Command: `OMP_NUM_THREADS=1 python benchmarks/forecast_speed.py`",
+        ]
+    )
+    print(body)
+    write_section("Forecast sampling", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""``python -m lit_career forecast``: sample K futures of every test person after a cutoff and score them.
+
+The recipe, top to bottom: read the row and its panel, split by person as the row runner does, cut the test
+persons' careers at the cutoff, fit the row's model on the train split (or load the fit a previous run
+saved), then sample shard after shard of persons and write each shard atomically (a rerun continues with
+the first missing shard and draws what an uninterrupted run would have), and finally score the futures
+against what happened. The folder holds:
+
+* ``paths/part-*.parquet``: one row per person and path, ``state_<year>`` the drawn state of each forecast
+  year (vocabulary indices);
+* ``distributions/part-*.parquet``: per person and year, ``probs`` (the forecast distribution over the
+  vocabulary, the paths' mean of the model's distribution given each path's past) and ``mc_se`` (its Monte
+  Carlo standard error);
+* ``groups/part-*.parquet``: the same forecasts summed into the 12 and the 17 occupation groups and the
+  non-work states (``level``, ``category``, ``prob``);
+* ``metrics.json``, ``by_year.csv``, ``shares.csv`` and the plots ``shares.png`` and ``by_year.png``
+  (:mod:`lit_career.forecast.metrics`); ``forecast.json`` (the settings) and ``model.safetensors`` (the fit).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from lit_career.errors import InputError
+from lit_career.evaluation.report import save_figure
+from lit_career.forecast.inputs import Education, cut, education_codes, forecast_years, realized_states
+from lit_career.forecast.metrics import by_year, categories, shares
+from lit_career.forecast.models import forecaster
+from lit_career.forecast.plots import horizon_figure, shares_figure
+from lit_career.forecast.simulate import Futures, simulate
+from lit_career.forecast.spec import ForecastSpec
+from lit_career.io import write_file_atomic
+from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.sources import PanelSource
+
+
+def forecast(
+    row: Path | None = None,
+    cutoff: int | None = None,
+    horizon: int = 10,
+    paths: int = 1000,
+    seed: int = 0,
+    education: Education = "hold",
+    source: PanelSource | None = None,
+    max_persons: int | None = None,
+    shard_persons: int = 20,
+    alpha: float = 0.01,
+    level: float = 0.9,
+    out_dir: Path | None = None,
+) -> dict:
+    """Sample futures of each test person after the cutoff from the row's model, write them, score them.
+
+    ``paths`` futures per person, with their forecast distributions (the files: see
+    :mod:`lit_career.forecast.command`).
+
+    Args:
+        row: row file (``configs/rows/<dataset>/<row>.yaml``, required): the model, its settings, its panel and
+            person split. Markov, logit, bag-of-jobs, CAREER and the synthetic oracle sample; LM rows cannot yet.
+        cutoff: last year the forecast sees (required): each test person's records up to it are the history.
+        horizon: forecast the panel's own survey years in (cutoff, cutoff + horizon].
+        paths: sampled futures per person (K).
+        seed: seed of the draws (each shard of persons has its own stream: a resumed run draws the same).
+        education: in the forecast years: ``hold`` the last value before the cutoff, ``given`` the data's
+            own, ``world`` the synthetic oracle's own schooling (the oracle only).
+        source: panel to fit on and forecast (default: the row's).
+        max_persons: forecast this many of the test persons (a fixed sample), e.g. for a quick look.
+        shard_persons: persons per shard: the unit written (atomically) and resumed.
+        alpha: add-alpha smoothing of the count estimate of the log score, (count + alpha) / (paths + alpha V).
+        level: level of the share intervals and of the groups' forecast sets.
+        out_dir: output folder (default: ``outputs/forecasts/<dataset>/<row>_cutoff<cutoff>``).
+    """
+    config = ForecastSpec(**locals())
+    row = config.row_spec()
+    panel = assign_splits(subsample_persons(row.source.load(), row.max_persons), seed=row.split_seed)
+    years = forecast_years(panel, config.cutoff, config.horizon)
+    test = subsample_persons(panel.split("test"), config.max_persons)
+    history = cut(test, config.cutoff)
+    if history.persons.empty:
+        raise InputError(f"no test person has a record in or before {config.cutoff}", column="cutoff")
+    folder = config.folder(row)
+    _claim(folder / "forecast.json", config.settings(row))
+    model = forecaster(row, panel.split("train"), panel.split("valid"), folder, config.education)
+    education = education_codes(test, history, years, "hold" if config.education == "hold" else "given")
+    ids, size = history.persons.index, config.shard_persons
+    with tqdm(total=len(ids), unit="person", desc=f"forecast {row.dataset}/{row.name}") as bar:
+        for shard, start in enumerate(range(0, len(ids), size)):
+            part = f"part-{shard:05d}.parquet"
+            if not (folder / "paths" / part).is_file():
+                began = time.perf_counter()
+                futures = simulate(
+                    model.simulator(history.subset(ids[start : start + size]), config.paths),
+                    years,
+                    education[start : start + size],
+                    config.paths,
+                    np.random.default_rng([config.seed, shard]),
+                )
+                _write_shard(
+                    folder,
+                    part,
+                    ids[start : start + size],
+                    years,
+                    config.cutoff,
+                    futures,
+                    time.perf_counter() - began,
+                )
+            bar.update(len(ids[start : start + size]))
+    return score(folder, test, history, years, config, row.name)
+
+
+def _claim(path: Path, settings: dict) -> None:
+    """Record the settings of the folder's forecast; a folder begun with other settings is an error."""
+    text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
+    if path.is_file() and path.read_text() != text:
+        raise InputError(
+            "this folder holds a forecast with other settings: remove it or choose another out_dir",
+            file=str(path),
+        )
+    write_file_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _write_shard(
+    folder: Path, part: str, ids: pd.Index, years: np.ndarray, cutoff: int, futures: Futures, seconds: float
+) -> None:
+    """Write one shard's groups, distributions and paths (paths last: their file marks the shard done)."""
+    persons, paths, horizon = futures.states.shape
+    keys = {"person_id": np.repeat(ids.to_numpy(str), horizon), "year": np.tile(years, persons)}
+    keys["horizon"] = keys["year"] - cutoff
+    flat = futures.probs.reshape(persons * horizon, -1)
+    frames = []
+    for level in (12, 17):
+        groups = categories(level)
+        probs = groups.of_probs(flat)
+        frames.append(
+            pd.DataFrame({k: np.repeat(v, len(groups.names)) for k, v in keys.items()}).assign(
+                level=level, category=np.tile(groups.names, len(flat)), prob=probs.ravel()
+            )
+        )
+    _write(folder / "groups" / part, pa.Table.from_pandas(pd.concat(frames), preserve_index=False))
+    distributions = pa.Table.from_pydict(keys)
+    for name, values in (("probs", flat), ("mc_se", futures.mc_se.reshape(persons * horizon, -1))):
+        column = pa.FixedSizeListArray.from_arrays(values.astype(np.float32).ravel(), values.shape[1])
+        distributions = distributions.append_column(name, column)
+    _write(folder / "distributions" / part, distributions)
+    table = {"person_id": np.repeat(ids.to_numpy(str), paths), "path": np.tile(np.arange(paths), persons)}
+    table |= {f"state_{year}": futures.states[:, :, h].ravel() for h, year in enumerate(years)}
+    paths_table = pa.Table.from_pydict(table).replace_schema_metadata({"seconds": f"{seconds:.3f}"})
+    _write(folder / "paths" / part, paths_table)
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    write_file_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_futures(folder: Path, years: np.ndarray, paths: int) -> tuple[Futures, float]:
+    """The futures of every shard of ``folder``, and the seconds their sampling took."""
+    parts = sorted((Path(folder) / "paths").glob("part-*.parquet"))
+    tables = [pq.read_table(path) for path in parts]
+    states = np.concatenate(
+        [np.stack([t[f"state_{year}"].to_numpy() for year in years], -1) for t in tables]
+    ).reshape(-1, paths, len(years))
+    seconds = sum(float(t.schema.metadata[b"seconds"]) for t in tables)
+    arrays = []
+    for name in ("probs", "mc_se"):
+        column = pa.concat_arrays(
+            [
+                pq.read_table(Path(folder) / "distributions" / p.name, columns=[name])[name].combine_chunks()
+                for p in parts
+            ]
+        )
+        arrays.append(column.flatten().to_numpy().reshape(len(states), len(years), column.type.list_size))
+    return Futures(states, *arrays), seconds
+
+
+def score(
+    folder: Path, test: CareerPanel, history: CareerPanel, years: np.ndarray, config: ForecastSpec, name: str
+) -> dict:
+    """Score the futures in ``folder`` against ``test``'s records; write the tables, plots and ``metrics.json``."""
+    futures, seconds = read_futures(folder, years, config.paths)
+    realized = realized_states(test, history, years)
+    last = history.records.groupby("person_id", sort=False)["state"].last().to_numpy(np.int64)
+    table = by_year(
+        futures.states,
+        futures.probs,
+        futures.mc_se,
+        realized,
+        last,
+        years,
+        config.cutoff,
+        alpha=config.alpha,
+        level=config.level,
+    )
+    share = shares(futures.states, futures.probs, realized, years, level=config.level)
+    table.to_csv(folder / "by_year.csv", index=False)
+    share.to_csv(folder / "shares.csv", index=False)
+    title = f"{name}: cut after {config.cutoff}, {futures.states.shape[1]} paths per person"
+    save_figure(shares_figure(share, title, config.level), folder / "shares.png")
+    save_figure(horizon_figure(table, title, config.level), folder / "by_year.png")
+    vocab = vocabulary()
+    no_job = share[share["category"] == vocab.titles[vocab.special("no_job")]]
+    metrics = {
+        "row": name,
+        "cutoff": config.cutoff,
+        "years": [int(y) for y in years],
+        "persons": int(futures.states.shape[0]),
+        "paths": int(futures.states.shape[1]),
+        "education": config.education,
+        "alpha": config.alpha,
+        "level": config.level,
+        "sample_seconds": round(seconds, 1),
+        "shares_inside": float(share["inside"].mean()),
+        "no_job_inside": bool(no_job["inside"].all()),
+        "by_year": table.to_dict(orient="records"),
+    }
+    text = json.dumps(metrics, indent=2, default=float) + "\n"
+    write_file_atomic(folder / "metrics.json", lambda tmp: tmp.write_text(text))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"shares inside their {config.level:.0%} intervals: {metrics['shares_inside']:.3f}; wrote {folder}")
+    return metrics

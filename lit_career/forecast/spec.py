@@ -1,0 +1,72 @@
+"""The typed settings of one forecast (``configs/forecast/*.yaml``), checked before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lit_career.errors import InputError
+from lit_career.forecast.inputs import Education
+from lit_career.runs.spec import RowSpec, load_row
+from lit_career.sources import PanelSource
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """The settings of one forecast: the arguments of :func:`~lit_career.forecast.command.forecast`, which
+    documents them and holds their defaults."""
+
+    row: Path | None
+    cutoff: int | None
+    horizon: int
+    paths: int
+    seed: int
+    education: Education
+    source: PanelSource | None
+    max_persons: int | None
+    shard_persons: int
+    alpha: float
+    level: float
+    out_dir: Path | None
+
+    def __post_init__(self) -> None:
+        for name in ("row", "cutoff"):
+            if getattr(self, name) is None:
+                raise InputError(f"give the {name} (--{name})", column=name)
+        for name in ("horizon", "paths", "shard_persons"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, not {getattr(self, name)}", column=name)
+        if self.max_persons is not None and self.max_persons < 1:
+            raise InputError(f"max_persons must be at least 1, not {self.max_persons}", column="max_persons")
+        if not 0 < self.level < 1 or self.alpha <= 0:
+            raise InputError(f"level must be in (0, 1) and alpha positive, not {self.level} and {self.alpha}")
+
+    def row_spec(self) -> RowSpec:
+        """The row, with this forecast's ``source`` when given; a row that cannot sample is an error."""
+        spec = load_row(self.row)
+        if self.source is not None:
+            spec = replace(spec, source=self.source)
+        if spec.model == "lm":
+            raise InputError(
+                f"row {spec.name!r} (model lm) cannot sample yet: forecast a Markov, logit, bag-of-jobs, "
+                "CAREER or oracle row",
+                file=str(self.row),
+            )
+        if self.education == "world" and spec.model != "oracle":
+            raise InputError(
+                f"education 'world' is the synthetic oracle's own schooling; row {spec.name!r} takes 'hold' or "
+                "'given'",
+                column="education",
+            )
+        return spec
+
+    def folder(self, row: RowSpec) -> Path:
+        return Path(
+            self.out_dir or Path("outputs/forecasts") / row.dataset / f"{row.name}_cutoff{self.cutoff}"
+        )
+
+    def settings(self, row: RowSpec) -> dict[str, Any]:
+        """What a resumed run must share with the run that began the folder."""
+        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row")}
+        return {"forecast": forecast, "row": asdict(row)}

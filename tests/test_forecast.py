@@ -1,0 +1,320 @@
+"""Multi-year forecasts: every model samples what it scores, the estimates match exact multi-year values
+(Markov-1 by matrix powers, the oracle by its forward filter) and wrong samplers fail that check, and the
+``forecast`` command writes, resumes and refuses bad input."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from lit_career.baselines.career import SIZES, CareerTransformer, predict_panel
+from lit_career.baselines.career_data import build_covariate_vocab
+from lit_career.baselines.markov import MarkovBaseline
+from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
+from lit_career.cli import main
+from lit_career.forecast.inputs import cut, education_codes, forecast_years, realized_states
+from lit_career.forecast.metrics import by_year, categories, forecast_set
+from lit_career.forecast.simulate import draw, simulate
+from lit_career.panel.careers import EDUCATION_LEVELS, assign_splits, make_panel, subsample_persons
+from lit_career.panel.nlsy79 import load_nlsy79
+from lit_career.panel.taxonomy import vocabulary
+from lit_career.synthetic.oracle import Oracle, oracle_log_probs, run_filter
+from lit_career.synthetic.world import SCHOOL_YEARS, SECTORS, WorldConfig, _History, _level, world_of
+
+REPO = Path(__file__).resolve().parents[1]
+V = len(vocabulary())
+
+
+@pytest.fixture(scope="module")
+def nlsy79():
+    """400 bundled NLSY79 persons, split by person."""
+    return assign_splits(subsample_persons(load_nlsy79(unknown_codes="drop"), 400))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return world_of(replace(WorldConfig(), calibration_persons=300, calibration_rounds=1))
+
+
+class SkipsYears:
+    """A wrong sampler: it never appends the drawn state, so every year is drawn from the cutoff's state."""
+
+    def __init__(self, simulator):
+        self.simulator = simulator
+
+    def step(self, year, education):
+        return self.simulator.step(year, education)
+
+    def advance(self, states):
+        pass
+
+
+class YearLate(SkipsYears):
+    """A wrong sampler: it rolls the covariates one year too far."""
+
+    def step(self, year, education):
+        return self.simulator.step(year + 1, education)
+
+    def advance(self, states):
+        self.simulator.advance(states)
+
+
+def z_score(futures, exact, realized):
+    """(estimated - exact) mean log score of the realized states over its Monte Carlo error, per year."""
+    scores = []
+    for h in range(exact.shape[1]):
+        person = np.flatnonzero(realized[:, h] >= 0)
+        state = realized[person, h]
+        estimate = futures.probs[person, h, state].astype(np.float64)
+        se = np.sqrt(np.sum((futures.mc_se[person, h, state] / estimate) ** 2)) / len(person)
+        se = max(se, 1e-6)  # the first year is exact up to float32 storage
+        scores.append((np.log(estimate).mean() - np.log(exact[person, h, state]).mean()) / se)
+    return np.array(scores)
+
+
+def test_draws_follow_the_table_and_never_a_zero_probability_state():
+    table = np.array([[0.0, 0.2, 0.0, 0.8, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    row = np.repeat([0, 1, 2], 40_000)
+    drawn = draw(table, row, np.random.default_rng(0)).reshape(3, -1)
+    counts = np.stack([np.bincount(d, minlength=5) for d in drawn]) / drawn.shape[1]
+    assert (counts[table == 0] == 0).all()
+    np.testing.assert_allclose(counts, table, atol=0.01)
+
+
+def test_inputs_use_the_survey_years_and_roll_education(nlsy79):
+    years = forecast_years(nlsy79, 1990, 10)
+    assert years.tolist() == [1991, 1992, 1993, 1994, 1996, 1998, 2000]  # two-yearly after 1994
+    records = pd.DataFrame(
+        {
+            "person_id": ["a"] * 4 + ["b"] * 2,
+            "year": [1989, 1990, 1992, 1994, 1992, 1994],
+            "state": [1, 2, 3, 4, 5, 6],
+            "education": ["high_school", None, "bachelors", None, "graduate", "graduate"],
+        }
+    )
+    panel = make_panel(records, pd.DataFrame(index=["a", "b"]), "x")
+    history = cut(panel, 1990)
+    assert list(history.persons.index) == ["a"]  # b has no record by the cutoff
+    held, given = (
+        education_codes(panel, history, np.array([1992, 1994]), mode) for mode in ("hold", "given")
+    )
+    assert held.tolist() == [[1, 1]] and given.tolist() == [[3, 3]]  # the 1994 record's NA keeps 1992's
+    assert realized_states(panel, history, np.array([1992, 1993, 1994])).tolist() == [[3, -1, 4]]
+
+
+@pytest.fixture(scope="module")
+def fitted(nlsy79):
+    """Each NLSY79 model fitted on the 400 persons (two epochs for the softmax ones, CAREER untrained)."""
+    train, valid = nlsy79.split("train"), nlsy79.split("valid")
+    torch.manual_seed(0)
+    return {
+        "markov1": MarkovBaseline(order=1).fit(train, valid),
+        "markov2": MarkovBaseline(order=2).fit(train, valid),
+        "logit": LogitBaseline(max_epochs=2).fit(train, valid),
+        "bag_of_jobs": BagOfJobsBaseline(max_epochs=2).fit(train, valid),
+        "career": CareerTransformer(build_covariate_vocab([train]), **SIZES["tiny"]).eval(),
+    }
+
+
+def path_panel(history, years, education, drawn, paths):
+    """Each sampled path as a person of its own: the history, then the drawn states with the years and the
+    education the sampler gave (persons ``<id>-<path>``, in path order)."""
+    records, persons = [], []
+    for i, pid in enumerate(history.persons.index):
+        past = history.records[history.records["person_id"] == pid].astype({"education": "string"})
+        for k in range(paths):
+            future = pd.DataFrame({"year": years, "state": drawn[i * paths + k]})
+            future["education"] = np.asarray(EDUCATION_LEVELS, dtype=object)[education[i]]
+            records.append(pd.concat([past, future]).assign(person_id=f"{pid}-{k:03d}"))
+            persons.append(history.persons.loc[[pid]].set_axis([f"{pid}-{k:03d}"]))
+    return make_panel(pd.concat(records), pd.concat(persons).drop(columns="split", errors="ignore"), "paths")
+
+
+@pytest.mark.parametrize("name", ["markov1", "markov2", "logit", "bag_of_jobs", "career", "oracle"])
+def test_every_year_is_what_the_model_predicts_for_the_path_so_far(name, nlsy79, fitted, world):
+    """Sampling appends the drawn states and rolls the covariates as a panel of those paths would have them:
+    each year's distribution equals the model's prediction for that record of the path (CAREER's cache
+    included; the oracle's filter, weighing the types by the drawn states, included)."""
+    if name == "oracle":
+        panel = world.sample("survey", 6, seed=3).panel
+        model, cutoff = Oracle(world, "survey", "given"), 1984
+    else:
+        panel, model, cutoff = nlsy79.split("test"), fitted[name], 1990
+    years = forecast_years(panel, cutoff, 10)
+    history = cut(panel, cutoff)
+    history = history.subset(history.persons.index[:5])
+    education = education_codes(panel, history, years, "given")
+    simulator, rng, paths = model.simulator(history, 4), np.random.default_rng(0), 4
+    drawn, probs = [], []
+    for h, year in enumerate(years):
+        table, row = simulator.step(int(year), education[:, h])
+        drawn.append(draw(table, row, rng))
+        probs.append(table[row])
+        simulator.advance(drawn[-1])
+    paths_panel = path_panel(history, years, education, np.stack(drawn, 1), paths)
+    if name == "oracle":
+        predicted = oracle_log_probs(world, paths_panel, population="survey")
+    elif name == "career":
+        predicted = predict_panel(model, paths_panel).log_probs
+    else:
+        predicted = model.predict(paths_panel).log_probs
+    future = paths_panel.records["year"].isin(years).to_numpy()
+    expected = np.exp(predicted[future]).reshape(len(history.persons) * paths, len(years), V)
+    np.testing.assert_allclose(np.stack(probs, 1), expected, atol=2e-6)
+
+
+def test_markov1_forecast_matches_matrix_powers_and_wrong_samplers_fail(nlsy79):
+    train, test = nlsy79.split("train"), nlsy79.split("test")
+    model = MarkovBaseline(order=1).fit(train, nlsy79.split("valid"))
+    years = forecast_years(nlsy79, 1990, 10)
+    history = cut(test, 1990)
+    education = education_codes(test, history, years, "hold")
+    matrix = model.probs(np.arange(V))
+    last = history.records.groupby("person_id")["state"].last().to_numpy()
+    exact = np.stack([np.linalg.matrix_power(matrix, h + 1)[last] for h in range(len(years))], 1)
+    realized = realized_states(test, history, years)
+    right = simulate(model.simulator(history, 2000), years, education, 2000, np.random.default_rng(1))
+    assert np.abs(z_score(right, exact, realized)).max() < 4
+    skips = simulate(
+        SkipsYears(model.simulator(history, 2000)), years, education, 2000, np.random.default_rng(1)
+    )
+    assert np.abs(z_score(skips, exact, realized)[1:]).min() > 4  # every year after the first is off
+
+
+def _schooling_posterior(world, records, birth_year, population="survey") -> dict[int, float]:
+    """Years of schooling at the next record -> posterior probability, replaying the world's rule for each
+    attainment it could have drawn against the levels seen (one person's records)."""
+    school = world.special[SECTORS.index("education") - 1]
+    shares = world.config.populations[population].education_shares
+    posterior: dict[int, float] = {}
+    for draw_years, share in zip(SCHOOL_YEARS, shares, strict=True):
+        years = min(draw_years, max(records["year"].iloc[0] - birth_year - 6, 0))
+        consistent = True
+        for state, level in zip(records["state"], records["education"].cat.codes, strict=True):
+            consistent &= _level(np.array([years]))[0] == level
+            years += state == school
+        if consistent:
+            posterior[years] = posterior.get(years, 0.0) + share
+    total = sum(posterior.values())
+    return {years: p / total for years, p in posterior.items()}
+
+
+def _exact_two_years(world, history, years, population="survey"):
+    """The oracle's exact distributions of the first two forecast years [persons, 2, V]: a sum over every state
+    of the first year, for each worker type (weighed by the filter's posterior at the cutoff) and each
+    schooling the levels seen allow (weighed by its posterior)."""
+    start = run_filter(world, history, population=population)
+    school, k = world.special[SECTORS.index("education") - 1], len(world.type_names)
+    rows, types = np.arange(world.V * k), np.tile(np.arange(k), world.V)
+    s1 = np.repeat(np.arange(world.V), k)
+    out = np.zeros((len(history.persons), 2, world.V))
+    for i, pid in enumerate(history.persons.index):
+        w = np.exp(start.log_w[i] - start.log_w[i].max())
+        w /= w.sum()
+        statics = {key: np.repeat(value[i : i + 1], len(rows)) for key, value in start.statics.items()}
+        records = history.records[history.records["person_id"] == pid]
+        birth_year = int(history.persons.loc[pid, "birth_year"])
+        for schooling, p in _schooling_posterior(world, records, birth_year, population).items():
+            fields = ("state", "spell_start", "year", "last_occupation")
+            copies = _History(*(np.repeat(getattr(start.history, f)[i : i + 1], len(rows)) for f in fields))
+            level = np.full(k, _level(np.array([schooling]))[0], dtype=np.int64)
+            first = world.probs(copies.features(rows[:k], np.full(k, years[0]), level, statics), np.arange(k))
+            copies.advance(rows, s1, np.full(len(rows), years[0]), world.n_occ)
+            level = _level(schooling + (s1 == school)).astype(np.int64)
+            second = world.probs(copies.features(rows, np.full(len(rows), years[1]), level, statics), types)
+            joint = first.T.ravel()[:, None] * second  # P(s1 | k) P(s2 | s1, k), rows (s1, k)
+            out[i, 0] += p * (w @ first)
+            out[i, 1] += p * (joint.reshape(world.V, k, world.V) * w[None, :, None]).sum((0, 1))
+    return out
+
+
+def test_oracle_forecast_matches_its_exact_forward_filter_and_wrong_samplers_fail(world):
+    """Cut at 1981 (ages 17-24): schooling still grows, so the oracle's own education is exercised too."""
+    panel = world.sample("survey", 40, seed=7).panel
+    years = forecast_years(panel, 1981, 2)
+    history = cut(panel, 1981)
+    exact = _exact_two_years(world, history, years)
+    education = education_codes(panel, history, years, "given")
+    realized = realized_states(panel, history, years)
+    oracle = Oracle(world, "survey", "world")
+    right = simulate(oracle.simulator(history, 1000), years, education, 1000, np.random.default_rng(2))
+    np.testing.assert_allclose(right.probs[:, 0], exact[:, 0], atol=1e-6)  # the first year is exact
+    assert abs(z_score(right, exact, realized)[1]) < 4
+    for wrong in (SkipsYears, YearLate):
+        futures = simulate(
+            wrong(oracle.simulator(history, 1000)), years, education, 1000, np.random.default_rng(2)
+        )
+        assert abs(z_score(futures, exact, realized)[1]) > 4, wrong.__name__
+
+
+def test_group_sets_and_metrics_by_year():
+    probs = np.array([[0.5, 0.3, 0.15, 0.05], [0.95, 0.05, 0.0, 0.0]])
+    assert forecast_set(probs, 0.9).tolist() == [[True, True, True, False], [True, False, False, False]]
+    groups = categories(12)
+    assert len(groups.names) == 12 + 6 and groups.names[12] == "No job reported"
+    no_job, clerk = vocabulary().special("no_job"), int(np.flatnonzero(groups.of_state == 4)[0])
+    states = np.full((2, 4, 1), clerk, np.int16)
+    states[1, :3] = no_job
+    dist = np.zeros((2, 1, V), np.float32)
+    dist[0, 0, clerk], dist[1, 0, [clerk, no_job]] = 1.0, [0.25, 0.75]
+    table = by_year(
+        states,
+        dist,
+        np.zeros_like(dist),
+        np.array([[clerk], [no_job]]),
+        np.array([clerk, clerk]),
+        np.array([1991]),
+        1990,
+        alpha=0.5,
+        level=0.9,
+    )
+    first = table.iloc[0]
+    assert first["log_score"] == pytest.approx(np.log(0.75) / 2)
+    assert first["log_score_counts"] == pytest.approx(np.mean(np.log(np.array([4.5, 3.5]) / (4 + 0.5 * V))))
+    assert first["no_job_auc"] == 1.0 and first["switch_auc"] == 1.0 and first["coverage"] == 1.0
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return done.value.code, capsys.readouterr().err
+
+
+def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys):
+    row = str(REPO / "configs" / "rows" / "nlsy79" / "markov1.yaml")
+    args = ["forecast", "--row", row, "--cutoff", "1990", "--paths", "20", "--max_persons", "5"]
+    args += ["--shard_persons", "2", "--out_dir", str(tmp_path)]
+    main(args)
+    paths = pd.read_parquet(tmp_path / "paths")
+    assert len(paths) == 5 * 20 and [c for c in paths if c.startswith("state_")][-1] == "state_2000"
+    distributions = pq.read_table(tmp_path / "distributions")
+    assert len(distributions) == 5 * 7
+    probs = distributions["probs"].combine_chunks().flatten().to_numpy().reshape(35, V)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    groups = pd.read_parquet(tmp_path / "groups")
+    np.testing.assert_allclose(groups.groupby(["person_id", "year", "level"])["prob"].sum(), 1, atol=1e-5)
+    assert {"metrics.json", "by_year.csv", "shares.csv", "shares.png", "by_year.png"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    first = (tmp_path / "paths" / "part-00000.parquet").read_bytes()
+    (tmp_path / "paths" / "part-00001.parquet").unlink()  # as if stopped during the second shard
+    main(args)
+    assert pd.read_parquet(tmp_path / "paths").equals(paths)  # the same draws again
+    assert (tmp_path / "paths" / "part-00000.parquet").read_bytes() == first  # done shards are kept
+    capsys.readouterr()
+    lm = str(REPO / "configs" / "rows" / "nlsy79" / "llm_tiny_likelihood.yaml")
+    bad = {
+        "cutoff after the last year": ["--cutoff", "2000"],
+        "horizon 0": ["--horizon", "0"],
+        "no paths": ["--paths", "0"],
+        "a row that cannot sample": ["--row", lm],
+        "other settings in the folder": ["--seed", "1"],
+        "the oracle's education": ["--education", "world"],
+    }
+    for what, change in bad.items():
+        code, err = run([*args, *change], capsys)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, what
