@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from lit_career.baselines.career import SIZES, CareerTransformer, predict_panel
 from lit_career.baselines.career_data import build_covariate_vocab
@@ -17,11 +18,15 @@ from lit_career.baselines.markov import MarkovBaseline
 from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
 from lit_career.cli import main
 from lit_career.forecast.inputs import cut, education_codes, forecast_years, realized_states
+from lit_career.forecast.lm import LMForecaster
 from lit_career.forecast.metrics import by_year, categories, forecast_set
 from lit_career.forecast.simulate import draw, simulate
 from lit_career.panel.careers import EDUCATION_LEVELS, assign_splits, make_panel, subsample_persons
 from lit_career.panel.nlsy79 import load_nlsy79
 from lit_career.panel.taxonomy import vocabulary
+from lit_career.runs.finished import HEAD_CHECKPOINT, Row
+from lit_career.runs.row import run_row
+from lit_career.runs.spec import LMArgs, RowSpec
 from lit_career.synthetic.oracle import Oracle, oracle_log_probs, run_filter
 from lit_career.synthetic.world import SCHOOL_YEARS, SECTORS, WorldConfig, _History, _level, world_of
 
@@ -306,15 +311,77 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys)
     assert pd.read_parquet(tmp_path / "paths").equals(paths)  # the same draws again
     assert (tmp_path / "paths" / "part-00000.parquet").read_bytes() == first  # done shards are kept
     capsys.readouterr()
-    lm = str(REPO / "configs" / "rows" / "nlsy79" / "llm_tiny_likelihood.yaml")
     bad = {
         "cutoff after the last year": ["--cutoff", "2000"],
         "horizon 0": ["--horizon", "0"],
         "no paths": ["--paths", "0"],
-        "a row that cannot sample": ["--row", lm],
         "other settings in the folder": ["--seed", "1"],
         "the oracle's education": ["--education", "world"],
     }
     for what, change in bad.items():
         code, err = run([*args, *change], capsys)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, what
+
+
+@pytest.fixture(scope="module")
+def lm_row(tmp_path_factory) -> RowSpec:
+    """A finished tiny two-stage LM row on 40 NLSY79 persons (three fine-tuning steps, two head epochs)."""
+    lm = LMArgs(
+        head=REPO / "configs/fit/head/two_stage.yaml",
+        finetune=REPO / "configs/fit/lm/lora_tiny_cpu.yaml",
+        data={"max_persons": 40, "max_length": 512},
+        finetune_overrides={"trainer.max_steps": 3},
+        head_overrides={"trainer.max_epochs": 2},
+    )
+    spec = RowSpec(name="llm_tiny", dataset="nlsy79", model="lm", root=tmp_path_factory.mktemp("rows"), lm=lm)
+    run_row(spec)
+    return spec
+
+
+def test_an_lm_row_samples_what_its_head_predicts_for_the_path_so_far(lm_row, nlsy79):
+    """Each year's distribution is the head's prediction for that record of the path written out as a panel:
+    the drawn titles and the rolled covariates are the resume text the head reads."""
+    panel = nlsy79.split("test")
+    years = forecast_years(panel, 1990, 10)
+    history = cut(panel, 1990)
+    education = education_codes(panel, history, years, "given")
+    known = np.flatnonzero((education >= 0).all(1))[:3]  # the path panel below writes known levels only
+    history, education = history.subset(history.persons.index[known]), education[known]
+    paths, rng = 3, np.random.default_rng(0)
+    simulator = LMForecaster.load(lm_row).simulator(history, paths)
+    drawn, probs = [], []
+    for h, year in enumerate(years):
+        table, row = simulator.step(int(year), education[:, h])
+        drawn.append(draw(table, row, rng))
+        probs.append(table[row])
+        simulator.advance(drawn[-1])
+    paths_panel = path_panel(history, years, education, np.stack(drawn, 1), paths)
+    paths_panel = replace(paths_panel, source=history.source)  # the resume's header names the source
+    predicted = Row.load(lm_row.root / "nlsy79" / "llm_tiny").predict(paths_panel)
+    table = predicted.table.assign(row=np.arange(len(predicted.table)))
+    order = table.set_index(["person_id", "year"])["row"]
+    ids = [f"{p}-{k:03d}" for p in history.persons.index for k in range(paths)]
+    expected = np.exp(predicted.log_probs[order.loc[[(i, y) for i in ids for y in years]].to_numpy()])
+    np.testing.assert_allclose(np.stack(probs, 1), expected.reshape(len(ids), len(years), V), atol=1e-5)
+    assert len({tuple(d) for d in np.stack(drawn, 1)}) > 1  # the paths differ
+
+
+def test_forecast_command_samples_an_lm_row_and_refuses_an_incomplete_one(lm_row, tmp_path, capsys):
+    row = tmp_path / "row.yaml"
+    lm = {"head": str(lm_row.lm.head), "finetune": str(lm_row.lm.finetune)}
+    row.write_text(
+        yaml.safe_dump(
+            {"name": "llm_tiny", "dataset": "nlsy79", "model": "lm", "root": str(lm_row.root), "lm": lm}
+        )
+    )
+    args = ["forecast", "--row", str(row), "--cutoff", "1990", "--horizon", "2", "--max_persons", "2"]
+    main([*args, "--out_dir", str(tmp_path / "out")])
+    assert len(pd.read_parquet(tmp_path / "out" / "paths")) == 2 * 20  # the LM rows' default K
+    capsys.readouterr()
+    (lm_row.root / "nlsy79" / "llm_tiny" / HEAD_CHECKPOINT).rename(tmp_path / "best.ckpt")
+    try:
+        code, err = run([*args, "--out_dir", str(tmp_path / "other")], capsys)
+    finally:
+        (tmp_path / "best.ckpt").rename(lm_row.root / "nlsy79" / "llm_tiny" / HEAD_CHECKPOINT)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "best.ckpt" in err and not (tmp_path / "other").exists()

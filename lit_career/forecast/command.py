@@ -32,6 +32,7 @@ from tqdm import tqdm
 from lit_career.errors import InputError
 from lit_career.evaluation.report import save_figure
 from lit_career.forecast.inputs import Education, cut, education_codes, forecast_years, realized_states
+from lit_career.forecast.lm import LMForecaster
 from lit_career.forecast.metrics import by_year, categories, shares
 from lit_career.forecast.models import forecaster
 from lit_career.forecast.plots import horizon_figure, shares_figure
@@ -47,7 +48,7 @@ def forecast(
     row: Path | None = None,
     cutoff: int | None = None,
     horizon: int = 10,
-    paths: int = 1000,
+    paths: int | None = None,
     seed: int = 0,
     education: Education = "hold",
     source: PanelSource | None = None,
@@ -64,10 +65,11 @@ def forecast(
 
     Args:
         row: row file (``configs/rows/<dataset>/<row>.yaml``, required): the model, its settings, its panel and
-            person split. Markov, logit, bag-of-jobs, CAREER and the synthetic oracle sample; LM rows cannot yet.
+            person split. Every row samples; an LM row must have run (its folder ``root/dataset/name``
+            finished, see :mod:`lit_career.runs.finished`) and samples from that fit.
         cutoff: last year the forecast sees (required): each test person's records up to it are the history.
         horizon: forecast the panel's own survey years in (cutoff, cutoff + horizon].
-        paths: sampled futures per person (K).
+        paths: sampled futures per person (K; default 1000, an LM row 20, see :data:`~lit_career.forecast.spec.PATHS`).
         seed: seed of the draws (each shard of persons has its own stream: a resumed run draws the same).
         education: in the forecast years: ``hold`` the last value before the cutoff, ``given`` the data's
             own, ``world`` the synthetic oracle's own schooling (the oracle only).
@@ -80,6 +82,7 @@ def forecast(
     """
     config = ForecastSpec(**locals())
     row = config.row_spec()
+    config = config.with_paths(row)
     panel = assign_splits(subsample_persons(row.source.load(), row.max_persons), seed=row.split_seed)
     years = forecast_years(panel, config.cutoff, config.horizon)
     test = subsample_persons(panel.split("test"), config.max_persons)
@@ -87,8 +90,9 @@ def forecast(
     if history.persons.empty:
         raise InputError(f"no test person has a record in or before {config.cutoff}", column="cutoff")
     folder = config.folder(row)
+    finished = LMForecaster.load(row) if row.model == "lm" else None  # an incomplete row fails here
     _claim(folder / "forecast.json", config.settings(row))
-    model = forecaster(row, panel.split("train"), panel.split("valid"), folder, config.education)
+    model = finished or forecaster(row, panel.split("train"), panel.split("valid"), folder, config.education)
     education = education_codes(test, history, years, "hold" if config.education == "hold" else "given")
     ids, size = history.persons.index, config.shard_persons
     with tqdm(total=len(ids), unit="person", desc=f"forecast {row.dataset}/{row.name}") as bar:

@@ -11,6 +11,9 @@ from lit_career.forecast.inputs import Education
 from lit_career.runs.spec import RowSpec, load_row
 from lit_career.sources import PanelSource
 
+PATHS = {"other": 1000, "lm": 20}
+"""Paths per person when not given: an LM row re-encodes every path's resume every year, so it samples fewer."""
+
 
 @dataclass(frozen=True)
 class ForecastSpec:
@@ -20,7 +23,7 @@ class ForecastSpec:
     row: Path | None
     cutoff: int | None
     horizon: int
-    paths: int
+    paths: int | None
     seed: int
     education: Education
     source: PanelSource | None
@@ -35,7 +38,7 @@ class ForecastSpec:
             if getattr(self, name) is None:
                 raise InputError(f"give the {name} (--{name})", column=name)
         for name in ("horizon", "paths", "shard_persons"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, not {getattr(self, name)}", column=name)
         if self.max_persons is not None and self.max_persons < 1:
             raise InputError(f"max_persons must be at least 1, not {self.max_persons}", column="max_persons")
@@ -47,12 +50,6 @@ class ForecastSpec:
         spec = load_row(self.row)
         if self.source is not None:
             spec = replace(spec, source=self.source)
-        if spec.model == "lm":
-            raise InputError(
-                f"row {spec.name!r} (model lm) cannot sample yet: forecast a Markov, logit, bag-of-jobs, "
-                "CAREER or oracle row",
-                file=str(self.row),
-            )
         if self.education == "world" and spec.model != "oracle":
             raise InputError(
                 f"education 'world' is the synthetic oracle's own schooling; row {spec.name!r} takes 'hold' or "
@@ -60,6 +57,10 @@ class ForecastSpec:
                 column="education",
             )
         return spec
+
+    def with_paths(self, row: RowSpec) -> ForecastSpec:
+        """These settings with ``paths`` set: the row's default (:data:`PATHS`) when not given."""
+        return replace(self, paths=self.paths or PATHS["lm" if row.model == "lm" else "other"])
 
     def folder(self, row: RowSpec) -> Path:
         return Path(
