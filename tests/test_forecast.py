@@ -2,6 +2,7 @@
 (Markov-1 by matrix powers, the oracle by its forward filter) and wrong samplers fail that check, and the
 ``forecast`` command writes, resumes and refuses bad input."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -289,7 +290,7 @@ def run(args: list[str], capsys) -> tuple[int, str]:
     return done.value.code, capsys.readouterr().err
 
 
-def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys):
+def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys, monkeypatch):
     row = str(REPO / "configs" / "rows" / "nlsy79" / "markov1.yaml")
     args = ["forecast", "--row", row, "--cutoff", "1990", "--paths", "20", "--max_persons", "5"]
     args += ["--shard_persons", "2", "--out_dir", str(tmp_path)]
@@ -307,8 +308,17 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys)
     }
     first = (tmp_path / "paths" / "part-00000.parquet").read_bytes()
     (tmp_path / "paths" / "part-00001.parquet").unlink()  # as if stopped during the second shard
-    main(args)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    main([*args, "--wandb", "true"])  # W&B is no setting of the forecast: the folder is continued
     assert pd.read_parquet(tmp_path / "paths").equals(paths)  # the same draws again
+    (media,) = (tmp_path / "wb").glob("wandb/offline-run-*/files/media")
+    assert {p.name.split("_0_")[0] for p in media.glob("images/forecast/*.png")} == {
+        "shares_plot",
+        "by_year_plot",
+    }
+    for name in ("by_year", "shares"):
+        (logged,) = media.glob(f"table/forecast/{name}_*.table.json")
+        assert len(json.loads(logged.read_text())["data"]) == len(pd.read_csv(tmp_path / f"{name}.csv"))
     assert (tmp_path / "paths" / "part-00000.parquet").read_bytes() == first  # done shards are kept
     capsys.readouterr()
     bad = {

@@ -125,15 +125,18 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:]))
 
 
-def log_to_wandb(tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path], project: str) -> None:
-    """Log tables (``wandb.Table``) and images (``wandb.Image``) under ``evaluation/`` to a new run."""
+def log_to_wandb(
+    tables: Mapping[str, pd.DataFrame], images: Mapping[str, Path], project: str, section: str = "evaluation"
+) -> None:
+    """Log tables (``wandb.Table``) and images (``wandb.Image``) under ``<section>/`` to a new run (job type
+    ``section``)."""
     import wandb
 
     # WANDB_DIR is read now, not when wandb was first set up in this process; a run still open in this
     # process (a fit's logger) is left alone instead of being returned and written into
     with wandb.init(
-        project=project, job_type="evaluate", dir=os.environ.get("WANDB_DIR"), reinit="create_new"
+        project=project, job_type=section, dir=os.environ.get("WANDB_DIR"), reinit="create_new"
     ) as run:
-        payload = {f"evaluation/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
-        payload |= {f"evaluation/{name}": wandb.Image(str(path)) for name, path in images.items()}
+        payload = {f"{section}/{name}": wandb.Table(dataframe=df) for name, df in tables.items()}
+        payload |= {f"{section}/{name}": wandb.Image(str(path)) for name, path in images.items()}
         run.log(payload)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lit_career.errors import InputError
-from lit_career.evaluation.report import save_figure
+from lit_career.evaluation.report import log_to_wandb, save_figure
 from lit_career.forecast.inputs import Education, cut, education_codes, forecast_years, realized_states
 from lit_career.forecast.lm import LMForecaster
 from lit_career.forecast.metrics import by_year, categories, shares
@@ -40,7 +41,6 @@ from lit_career.forecast.simulate import Futures, simulate
 from lit_career.forecast.spec import ForecastSpec
 from lit_career.io import write_file_atomic
 from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
-from lit_career.panel.taxonomy import vocabulary
 from lit_career.sources import PanelSource
 
 
@@ -57,6 +57,7 @@ def forecast(
     alpha: float = 0.01,
     level: float = 0.9,
     out_dir: Path | None = None,
+    wandb: bool = False,
 ) -> dict:
     """Sample futures of each test person after the cutoff from the row's model, write them, score them.
 
@@ -79,6 +80,7 @@ def forecast(
         alpha: add-alpha smoothing of the count estimate of the log score, (count + alpha) / (paths + alpha V).
         level: level of the share intervals and of the groups' forecast sets.
         out_dir: output folder (default: ``outputs/forecasts/<dataset>/<row>_cutoff<cutoff>``).
+        wandb: also log the tables and plots to a W&B run (``WANDB_MODE=offline`` is honored).
     """
     config = ForecastSpec(**locals())
     row = config.row_spec()
@@ -203,12 +205,16 @@ def score(
         level=config.level,
     )
     share = shares(futures.states, futures.probs, realized, years, level=config.level)
-    table.to_csv(folder / "by_year.csv", index=False)
-    share.to_csv(folder / "shares.csv", index=False)
+    for file, frame in (("by_year.csv", table), ("shares.csv", share)):
+        write_file_atomic(folder / file, partial(frame.to_csv, index=False))
     title = f"{name}: cut after {config.cutoff}, {futures.states.shape[1]} paths per person"
-    save_figure(shares_figure(share, title, config.level), folder / "shares.png")
-    save_figure(horizon_figure(table, title, config.level), folder / "by_year.png")
-    vocab = vocabulary()
+    images = {"shares": folder / "shares.png", "by_year": folder / "by_year.png"}
+    save_figure(shares_figure(share, title, config.level), images["shares"])
+    save_figure(horizon_figure(table, title, config.level), images["by_year"])
+    if config.wandb:
+        plots = {f"{name}_plot": path for name, path in images.items()}  # a table and a plot: two keys
+        log_to_wandb({"by_year": table, "shares": share}, plots, "lit_career", section="forecast")
+    vocab = test.vocab
     no_job = share[share["category"] == vocab.titles[vocab.special("no_job")]]
     metrics = {
         "row": name,

@@ -32,6 +32,7 @@ class ForecastSpec:
     alpha: float
     level: float
     out_dir: Path | None
+    wandb: bool
 
     def __post_init__(self) -> None:
         for name in ("row", "cutoff"):
@@ -69,5 +70,5 @@ class ForecastSpec:
 
     def settings(self, row: RowSpec) -> dict[str, Any]:
         """What a resumed run must share with the run that began the folder."""
-        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row")}
+        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "wandb")}
         return {"forecast": forecast, "row": asdict(row)}
