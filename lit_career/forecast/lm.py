@@ -14,18 +14,15 @@ features are cached in a temporary folder, not in the row's caches. A resume lon
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import lightning as L
 import numpy as np
 import pandas as pd
 
 from lit_career.errors import InputError
 from lit_career.panel.careers import EDUCATION_LEVELS, CareerPanel, give_splits, make_panel
-from lit_career.panel.predictions import Predictions
 from lit_career.runs.finished import FinishedHead, PanelTransitions, Row
 from lit_career.runs.spec import RowSpec
 
@@ -57,27 +54,6 @@ class LastTransitions(PanelTransitions):
         table = super().transitions(split)
         last = ~table.duplicated(["source", "person_id"], keep="last")  # a person's rows run in year order
         return table[last.to_numpy()].reset_index(drop=True)
-
-
-def last_record_predictions(head: FinishedHead, panel: CareerPanel, folder: str) -> Predictions:
-    """The head's distributions of the last record of each person of ``panel`` (its predict run, as
-    :meth:`FinishedHead.predict <lit_career.runs.finished.FinishedHead.predict>`, on those records only)."""
-    model = head.build()
-    panel = give_splits(panel, pd.Series("test", panel.persons.index), {"test": "forecast paths"})
-    data = LastTransitions(panel, tokenizer=model.base_model, **head.reading)
-    trainer = L.Trainer(
-        devices=1,
-        precision=head.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "data settings .* differ from the fine-tuning run")
-        model.predictions_path = str(Path(folder) / "predictions.parquet")
-        trainer.predict(model, data, return_predictions=False)
-    return Predictions.read(model.predictions_path)
 
 
 class LMSimulator:
@@ -118,7 +94,8 @@ class LMSimulator:
             }
         ).astype({"education": "string"})
         panel = make_panel(pd.concat([self.records, self.ahead]), self.persons, self.source, vocab=self.vocab)
-        predictions = last_record_predictions(self.head, panel, self._tmp.name)
+        panel = give_splits(panel, pd.Series("test", panel.persons.index), {"test": "forecast paths"})
+        predictions = self.head.predict(panel, LastTransitions)  # the last record of each path only
         person = predictions.table["person_id"].to_numpy(str)
         order = pd.Series(np.arange(len(person)), index=person).reindex(self.ids).to_numpy()
         return np.exp(predictions.log_probs[order]), np.arange(len(self.ids))

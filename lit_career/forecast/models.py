@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from lit_career.baselines.career_fit import pretrain_then_finetune
 from lit_career.baselines.registry import make_baseline
 from lit_career.baselines.saved import MODEL_FILE, load_model, save_model
 from lit_career.forecast.inputs import Education
 from lit_career.forecast.simulate import Forecaster
 from lit_career.panel.careers import CareerPanel
+from lit_career.runs.row import fit_career
 from lit_career.runs.spec import RowSpec
 from lit_career.synthetic.oracle import Oracle
 from lit_career.synthetic.world import WorldConfig, world_of
@@ -29,21 +29,9 @@ def forecaster(
     if saved.is_file():
         return load_model(saved)
     if spec.model in ("career", "career_pretrained"):
-        args = spec.career
-        pretrain = args.pretrain_source.load() if args.pretrain_source is not None else None
-        model = pretrain_then_finetune(
-            pretrain,
-            train,
-            valid,
-            args.size,
-            out_dir=Path(folder) / "fit",
-            max_epochs=args.max_epochs,
-            pretrain_max_epochs=args.pretrain_max_epochs,
-            batch_size=args.batch_size,
-            patience=args.patience,
-            seed=spec.seed,
-            accelerator=args.accelerator,
-        ).model.cpu()
+        source = spec.career.pretrain_source
+        pretrain = source.load() if source is not None else None
+        model = fit_career(spec, pretrain, train, valid, Path(folder) / "fit").model.cpu()
     else:
         model = make_baseline(spec.model, spec.seed).fit(train, valid)
     save_model(model, folder)

@@ -176,10 +176,11 @@ class FinishedHead:
         head.load_state_dict(self.state)
         return head.eval()
 
-    def predict(self, panel: CareerPanel) -> Predictions:
-        """The head's predict path over ``panel`` (rendered, tokenized and featurized as the row's test split)."""
+    def predict(self, panel: CareerPanel, data_class: type[PanelTransitions] | None = None) -> Predictions:
+        """The head's predict path over ``panel`` (rendered, tokenized and featurized as the row's test split);
+        ``data_class`` chooses its transitions (default: :class:`PanelTransitions`, all of them)."""
         head = self.build()
-        data = PanelTransitions(panel, tokenizer=head.base_model, **self.reading)
+        data = (data_class or PanelTransitions)(panel, tokenizer=head.base_model, **self.reading)
         trainer = L.Trainer(
             devices=1,
             precision=self.precision,

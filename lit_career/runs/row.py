@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lit_career.baselines.career import predict_panel
-from lit_career.baselines.career_fit import pretrain_then_finetune
+from lit_career.baselines.career_fit import CareerFit, pretrain_then_finetune
 from lit_career.baselines.registry import make_baseline
 from lit_career.baselines.saved import MODEL_FILE, Fitted, save_model
 from lit_career.errors import InputError
@@ -150,16 +150,17 @@ def _oracle(source: PanelSource) -> Predictor:
     return predict
 
 
-def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecord) -> Predictor:
-    """Pretrain (if the row has a pretraining source) and fine-tune CAREER; record sizes and epochs."""
+def fit_career(
+    spec: RowSpec, pretrain: CareerPanel | None, train: CareerPanel, valid: CareerPanel, out_dir: Path
+) -> CareerFit:
+    """Pretrain CAREER on ``pretrain`` (when given) and fine-tune it on ``train`` with the row's settings."""
     args = spec.career
-    pretrain = args.pretrain_source.load() if args.pretrain_source is not None else None
-    fit = pretrain_then_finetune(
+    return pretrain_then_finetune(
         pretrain,
         train,
         valid,
         args.size,
-        out_dir=spec.out_dir,
+        out_dir=out_dir,
         max_epochs=args.max_epochs,
         pretrain_max_epochs=args.pretrain_max_epochs,
         batch_size=args.batch_size,
@@ -167,6 +168,13 @@ def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRe
         seed=spec.seed,
         accelerator=args.accelerator,
     )
+
+
+def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecord) -> Predictor:
+    """Pretrain (if the row has a pretraining source) and fine-tune CAREER; record sizes and epochs."""
+    args = spec.career
+    pretrain = args.pretrain_source.load() if args.pretrain_source is not None else None
+    fit = fit_career(spec, pretrain, train, valid, spec.out_dir)
     _save(fit.model, spec, record)
     record.parameters, record.epochs = count_parameters(fit.model)[0], fit.epochs
     record.extra["size"] = args.size
