@@ -17,6 +17,20 @@ TESTS = Path(__file__).resolve().parent
 TINY = TESTS.parent / "configs" / "fit" / "lm" / "lora_tiny_cpu.yaml"
 
 
+def fit_in_subprocess(args: list[str]) -> None:
+    """``python -m lit_career fit *args`` with the probes of tests/ importable; it must succeed. A subprocess:
+    Lightning's DDP launcher starts rank 1 by running the same command again."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_career", "fit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_two_rank_ddp_lora_fit_keeps_the_ranks_equal(tmp_path):
     probe = {"class_path": "rank_weights.SaveRankWeights", "init_args": {"folder": str(tmp_path / "ranks")}}
@@ -32,16 +46,7 @@ def test_two_rank_ddp_lora_fit_keeps_the_ranks_equal(tmp_path):
         "--model.init_args.export_dir", str(tmp_path / "run" / "adapter"),
         f"--trainer.callbacks+={json.dumps(probe)}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    # a subprocess: Lightning's DDP launcher starts rank 1 by running the same command again
-    done = subprocess.run(
-        [sys.executable, "-m", "lit_career", "fit", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    fit_in_subprocess(args)
 
     ranks = [torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1)]
     assert [(r["world_size"], r["step"]) for r in ranks] == [(2, 4), (2, 4)]
@@ -85,15 +90,7 @@ def ddp_fit(tmp_path: Path, name: str, *extra: str) -> None:
         f"--trainer.callbacks+={json.dumps(every_step)}",
         *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-m", "lit_career", "fit", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    fit_in_subprocess(args)
 
 
 def rank_steps(folder: Path) -> list[dict[int, dict]]:
