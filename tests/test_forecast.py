@@ -126,6 +126,19 @@ def fitted(nlsy79):
     }
 
 
+def run_steps(
+    simulator, years: np.ndarray, education: np.ndarray, rng: np.random.Generator
+) -> tuple[list, list]:
+    """Step ``simulator`` through ``years`` by hand: each year's drawn states and every path's distribution."""
+    drawn, probs = [], []
+    for h, year in enumerate(years):
+        table, row = simulator.step(int(year), education[:, h])
+        drawn.append(draw(table, row, rng))
+        probs.append(table[row])
+        simulator.advance(drawn[-1])
+    return drawn, probs
+
+
 def path_panel(history, years, education, drawn, paths):
     """Each sampled path as a person of its own: the history, then the drawn states with the years and the
     education the sampler gave (persons ``<id>-<path>``, in path order)."""
@@ -155,12 +168,7 @@ def test_every_year_is_what_the_model_predicts_for_the_path_so_far(name, nlsy79,
     history = history.subset(history.persons.index[:5])
     education = education_codes(panel, history, years, "given")
     simulator, rng, paths = model.simulator(history, 4), np.random.default_rng(0), 4
-    drawn, probs = [], []
-    for h, year in enumerate(years):
-        table, row = simulator.step(int(year), education[:, h])
-        drawn.append(draw(table, row, rng))
-        probs.append(table[row])
-        simulator.advance(drawn[-1])
+    drawn, probs = run_steps(simulator, years, education, rng)
     paths_panel = path_panel(history, years, education, np.stack(drawn, 1), paths)
     if name == "oracle":
         predicted = oracle_log_probs(world, paths_panel, population="survey")
@@ -359,12 +367,7 @@ def test_an_lm_row_samples_what_its_head_predicts_for_the_path_so_far(lm_row, nl
     history, education = history.subset(history.persons.index[known]), education[known]
     paths, rng = 3, np.random.default_rng(0)
     simulator = LMForecaster.load(lm_row).simulator(history, paths)
-    drawn, probs = [], []
-    for h, year in enumerate(years):
-        table, row = simulator.step(int(year), education[:, h])
-        drawn.append(draw(table, row, rng))
-        probs.append(table[row])
-        simulator.advance(drawn[-1])
+    drawn, probs = run_steps(simulator, years, education, rng)
     paths_panel = path_panel(history, years, education, np.stack(drawn, 1), paths)
     paths_panel = replace(paths_panel, source=history.source)  # the resume's header names the source
     predicted = Row.load(lm_row.root / "nlsy79" / "llm_tiny").predict(paths_panel)
