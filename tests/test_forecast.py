@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from lit_career.baselines.career import SIZES, CareerTransformer, predict_panel
 from lit_career.baselines.career_data import build_covariate_vocab
@@ -20,14 +21,15 @@ from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
 from lit_career.cli import main
 from lit_career.forecast.inputs import cut, education_codes, forecast_years, realized_states
 from lit_career.forecast.lm import LMForecaster
-from lit_career.forecast.metrics import by_year, categories, forecast_set
+from lit_career.forecast.metrics import by_year, categories, forecast_set, groupings
 from lit_career.forecast.simulate import draw, simulate
 from lit_career.panel.careers import EDUCATION_LEVELS, assign_splits, make_panel, subsample_persons
 from lit_career.panel.nlsy79 import load_nlsy79
 from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.runs.finished import HEAD_CHECKPOINT, Row
 from lit_career.runs.row import run_row
-from lit_career.runs.spec import LMArgs, RowSpec
+from lit_career.runs.spec import LMArgs, RowSpec, load_row
 from lit_career.synthetic.oracle import Oracle, oracle_log_probs, run_filter
 from lit_career.synthetic.world import SCHOOL_YEARS, SECTORS, WorldConfig, _History, _level, world_of
 
@@ -268,7 +270,7 @@ def test_oracle_forecast_matches_its_exact_forward_filter_and_wrong_samplers_fai
 def test_group_sets_and_metrics_by_year():
     probs = np.array([[0.5, 0.3, 0.15, 0.05], [0.95, 0.05, 0.0, 0.0]])
     assert forecast_set(probs, 0.9).tolist() == [[True, True, True, False], [True, False, False, False]]
-    groups = categories(12)
+    groups = categories(vocabulary())
     assert len(groups.names) == 12 + 6 and groups.names[12] == "No job reported"
     no_job, clerk = vocabulary().special("no_job"), int(np.flatnonzero(groups.of_state == 4)[0])
     states = np.full((2, 4, 1), clerk, np.int16)
@@ -283,6 +285,7 @@ def test_group_sets_and_metrics_by_year():
         np.array([clerk, clerk]),
         np.array([1991]),
         1990,
+        vocabulary(),
         alpha=0.5,
         level=0.9,
     )
@@ -290,6 +293,35 @@ def test_group_sets_and_metrics_by_year():
     assert first["log_score"] == pytest.approx(np.log(0.75) / 2)
     assert first["log_score_counts"] == pytest.approx(np.mean(np.log(np.array([4.5, 3.5]) / (4 + 0.5 * V))))
     assert first["no_job_auc"] == 1.0 and first["switch_auc"] == 1.0 and first["coverage"] == 1.0
+
+
+def test_categories_follow_the_vocabulary(tmp_path):
+    """Forecast categories are the vocabulary's own groups (the main grouping first), then the non-work states."""
+    occ = vocabulary()
+    assert groupings(occ) == ["group12", "group17"] and len(categories(occ, "group17").names) == 17 + 6
+    onet = load_vocabulary("onet_soc_2010")
+    groups = categories(onet)
+    table = onet.table[~onet.table["is_special"].to_numpy(bool)]
+    assert groupings(onet) == ["group"] and len(groups.names) == table["group"].nunique() + 6
+    named = np.array(groups.names)[groups.of_state[: len(table)]]
+    assert (named == table["group_title"].to_numpy()).all()  # every occupation in its SOC major group
+    some = pd.DataFrame(
+        {"code": ["a1", "a2", "b1"], "title": ["A one", "A two", "B one"], "group": ["A", "A", ""]}
+    )
+    mine = load_vocabulary(str(_written(tmp_path / "some.csv", some)))
+    assert categories(mine).names[:2] == ["A", "No group"] and categories(mine).of_state[:3].tolist() == [
+        0,
+        0,
+        1,
+    ]
+    bare = load_vocabulary(str(_written(tmp_path / "bare.csv", some.drop(columns="group"))))
+    assert groupings(bare) == [] and categories(bare).names[0] == "Any occupation"
+    assert categories(bare).of_state[:3].tolist() == [0, 0, 0] and len(categories(bare).names) == 1 + 6
+
+
+def _written(path: Path, table: pd.DataFrame) -> Path:
+    table.to_csv(path, index=False)
+    return path
 
 
 def run(args: list[str], capsys) -> tuple[int, str]:
@@ -310,7 +342,7 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys,
     probs = distributions["probs"].combine_chunks().flatten().to_numpy().reshape(35, V)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     groups = pd.read_parquet(tmp_path / "groups")
-    np.testing.assert_allclose(groups.groupby(["person_id", "year", "level"])["prob"].sum(), 1, atol=1e-5)
+    np.testing.assert_allclose(groups.groupby(["person_id", "year", "grouping"])["prob"].sum(), 1, atol=1e-5)
     assert {"metrics.json", "by_year.csv", "shares.csv", "shares.png", "by_year.png"} <= {
         p.name for p in tmp_path.iterdir()
     }
@@ -339,6 +371,34 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys,
     for what, change in bad.items():
         code, err = run([*args, *change], capsys)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, what
+
+
+def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monkeypatch):
+    """A finished row's saved fit is the one sampled (none refitted), over the row's own vocabulary and groups."""
+    monkeypatch.chdir(REPO)  # the O*NET example row reads its panel by a relative path
+    row = "configs/rows/onet_example/markov1.yaml"
+    args = ["forecast", "--row", row, "--cutoff", "1990", "--paths", "20", "--max_persons", "4"]
+    args += ["--root", str(tmp_path / "rows")]
+    main([*args, "--out_dir", str(tmp_path / "fitted")])
+    run_row(load_row(REPO / row, root=tmp_path / "rows"))
+    finished = tmp_path / "rows" / "onet_example" / "markov1"
+    main([*args, "--out_dir", str(tmp_path / "loaded")])
+    metrics = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("fitted", "loaded")}
+    assert (
+        metrics["fitted"]["model"].startswith("fitted")
+        and metrics["loaded"]["model"] == f"finished row {finished}"
+    )
+    saved = load_file(finished / "model.safetensors")
+    assert all(
+        torch.equal(v, saved[k]) for k, v in load_file(tmp_path / "loaded" / "model.safetensors").items()
+    )
+    onet = load_vocabulary("onet_soc_2010")
+    groups = pd.read_parquet(tmp_path / "loaded" / "groups")
+    assert set(groups["grouping"]) == {"group"} and set(groups["category"]) == set(categories(onet).names)
+    probs = pq.read_table(tmp_path / "loaded" / "distributions")["probs"]
+    assert probs.type.list_size == len(onet)
+    shares = pd.read_csv(tmp_path / "loaded" / "shares.csv")
+    assert "Management Occupations" in set(shares["category"])
 
 
 @pytest.fixture(scope="module")
@@ -381,16 +441,19 @@ def test_an_lm_row_samples_what_its_head_predicts_for_the_path_so_far(lm_row, nl
 
 def test_forecast_command_samples_an_lm_row_and_refuses_an_incomplete_one(lm_row, tmp_path, capsys):
     row = tmp_path / "row.yaml"
-    lm = {"head": str(lm_row.lm.head), "finetune": str(lm_row.lm.finetune)}
-    row.write_text(
-        yaml.safe_dump(
-            {"name": "llm_tiny", "dataset": "nlsy79", "model": "lm", "root": str(lm_row.root), "lm": lm}
-        )
-    )
+    lm = {"head": str(lm_row.lm.head), "finetune": str(lm_row.lm.finetune), "data": lm_row.lm.data}
+    settings = {"name": "llm_tiny", "dataset": "nlsy79", "model": "lm", "root": str(lm_row.root), "lm": lm}
+    row.write_text(yaml.safe_dump(settings))
     args = ["forecast", "--row", str(row), "--cutoff", "1990", "--horizon", "2", "--max_persons", "2"]
     main([*args, "--out_dir", str(tmp_path / "out")])
     assert len(pd.read_parquet(tmp_path / "out" / "paths")) == 2 * 20  # the LM rows' default K
     capsys.readouterr()
+    row.write_text(
+        yaml.safe_dump(settings | {"lm": lm | {"data": {}}})
+    )  # read as all of NLSY79: other persons
+    code, err = run([*args, "--out_dir", str(tmp_path / "whole")], capsys)
+    assert code == 2 and "was tested on" in err and err.count("\n") == 1
+    row.write_text(yaml.safe_dump(settings))
     (lm_row.root / "nlsy79" / "llm_tiny" / HEAD_CHECKPOINT).rename(tmp_path / "best.ckpt")
     try:
         code, err = run([*args, "--out_dir", str(tmp_path / "other")], capsys)

@@ -1,8 +1,8 @@
 """``python -m lit_career forecast``: sample K futures of every test person after a cutoff and score them.
 
 The recipe, top to bottom: read the row and its panel, split by person as the row runner does, cut the test
-persons' careers at the cutoff, fit the row's model on the train split (or load the fit a previous run
-saved), then sample shard after shard of persons and write each shard atomically (a rerun continues with
+persons' careers at the cutoff, take the row's model (a finished row's fit, else fitted on the train split;
+see :mod:`lit_career.forecast.models`), then sample shard after shard of persons and write each shard atomically (a rerun continues with
 the first missing shard and draws what an uninterrupted run would have), and finally score the futures
 against what happened. The folder holds:
 
@@ -11,10 +11,12 @@ against what happened. The folder holds:
 * ``distributions/part-*.parquet``: per person and year, ``probs`` (the forecast distribution over the
   vocabulary, the paths' mean of the model's distribution given each path's past) and ``mc_se`` (its Monte
   Carlo standard error);
-* ``groups/part-*.parquet``: the same forecasts summed into the 12 and the 17 occupation groups and the
-  non-work states (``level``, ``category``, ``prob``);
+* ``groups/part-*.parquet``: the same forecasts summed into the groups of each grouping of the vocabulary
+  (occ1990dd: ``group12`` and ``group17``, see :func:`~lit_career.forecast.metrics.groupings`) and the
+  non-work states (``grouping``, ``category``, ``prob``);
 * ``metrics.json``, ``by_year.csv``, ``shares.csv`` and the plots ``shares.png`` and ``by_year.png``
-  (:mod:`lit_career.forecast.metrics`); ``forecast.json`` (the settings) and ``model.safetensors`` (the fit).
+  (:mod:`lit_career.forecast.metrics`); ``forecast.json`` (the settings) and, but for LM rows and the oracle, ``model.safetensors`` (the fit) and
+  ``model_origin.json`` (where it came from, also in ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ from lit_career.errors import InputError
 from lit_career.evaluation.report import log_to_wandb, save_figure
 from lit_career.forecast.inputs import Education, cut, education_codes, forecast_years, realized_states
 from lit_career.forecast.lm import LMForecaster
-from lit_career.forecast.metrics import by_year, categories, shares
+from lit_career.forecast.metrics import by_year, categories, groupings, shares
 from lit_career.forecast.models import forecaster
 from lit_career.forecast.plots import horizon_figure, shares_figure
 from lit_career.forecast.simulate import Futures, simulate
 from lit_career.forecast.spec import ForecastSpec
 from lit_career.io import write_file_atomic
-from lit_career.panel.careers import CareerPanel, assign_splits, subsample_persons
+from lit_career.panel.careers import CareerPanel, subsample_persons
+from lit_career.panel.taxonomy import Vocabulary
+from lit_career.runs.row import split_panels
 from lit_career.sources import PanelSource
 
 
@@ -52,6 +56,7 @@ def forecast(
     seed: int = 0,
     education: Education = "hold",
     source: PanelSource | None = None,
+    root: Path | None = None,
     max_persons: int | None = None,
     shard_persons: int = 20,
     alpha: float = 0.01,
@@ -74,7 +79,9 @@ def forecast(
         seed: seed of the draws (each shard of persons has its own stream: a resumed run draws the same).
         education: in the forecast years: ``hold`` the last value before the cutoff, ``given`` the data's
             own, ``world`` the synthetic oracle's own schooling (the oracle only).
-        source: panel to fit on and forecast (default: the row's).
+        source: panel to fit on and forecast (default: the row's; an LM row's: its corpus' one source).
+        root: folder of the finished rows (default: the row's ``root``): a finished row's saved fit is used,
+            an LM row must be finished there.
         max_persons: forecast this many of the test persons (a fixed sample), e.g. for a quick look.
         shard_persons: persons per shard: the unit written (atomically) and resumed.
         alpha: add-alpha smoothing of the count estimate of the log score, (count + alpha) / (paths + alpha V).
@@ -85,16 +92,22 @@ def forecast(
     config = ForecastSpec(**locals())
     row = config.row_spec()
     config = config.with_paths(row)
-    panel = assign_splits(subsample_persons(row.source.load(), row.max_persons), seed=row.split_seed)
-    years = forecast_years(panel, config.cutoff, config.horizon)
-    test = subsample_persons(panel.split("test"), config.max_persons)
+    finished = LMForecaster.load(row) if row.model == "lm" else None  # an incomplete row fails here
+    panels, _ = split_panels(row)
+    if finished is not None and config.source is None:
+        finished.check_test_persons(panels["test"])
+    years = forecast_years(panels["test"], config.cutoff, config.horizon)
+    test = subsample_persons(panels["test"], config.max_persons)
     history = cut(test, config.cutoff)
     if history.persons.empty:
         raise InputError(f"no test person has a record in or before {config.cutoff}", column="cutoff")
     folder = config.folder(row)
-    finished = LMForecaster.load(row) if row.model == "lm" else None  # an incomplete row fails here
     _claim(folder / "forecast.json", config.settings(row))
-    model = finished or forecaster(row, panel.split("train"), panel.split("valid"), folder, config.education)
+    if finished is not None:
+        model, origin = finished, f"finished row {finished.folder}"
+    else:
+        model, origin = forecaster(row, panels["train"], panels["valid"], folder, config.education)
+    print(f"forecast {row.dataset}/{row.name}: the model of {origin}")
     education = education_codes(test, history, years, "hold" if config.education == "hold" else "given")
     ids, size = history.persons.index, config.shard_persons
     with tqdm(total=len(ids), unit="person", desc=f"forecast {row.dataset}/{row.name}") as bar:
@@ -116,10 +129,11 @@ def forecast(
                     years,
                     config.cutoff,
                     futures,
+                    history.vocab,
                     time.perf_counter() - began,
                 )
             bar.update(len(ids[start : start + size]))
-    return score(folder, test, history, years, config, row.name)
+    return score(folder, test, history, years, config, row.name, origin)
 
 
 def _claim(path: Path, settings: dict) -> None:
@@ -134,7 +148,14 @@ def _claim(path: Path, settings: dict) -> None:
 
 
 def _write_shard(
-    folder: Path, part: str, ids: pd.Index, years: np.ndarray, cutoff: int, futures: Futures, seconds: float
+    folder: Path,
+    part: str,
+    ids: pd.Index,
+    years: np.ndarray,
+    cutoff: int,
+    futures: Futures,
+    vocab: Vocabulary,
+    seconds: float,
 ) -> None:
     """Write one shard's groups, distributions and paths (paths last: their file marks the shard done)."""
     persons, paths, horizon = futures.states.shape
@@ -142,12 +163,12 @@ def _write_shard(
     keys["horizon"] = keys["year"] - cutoff
     flat = futures.probs.reshape(persons * horizon, -1)
     frames = []
-    for level in (12, 17):
-        groups = categories(level)
+    for grouping in groupings(vocab) or [None]:
+        groups = categories(vocab, grouping)
         probs = groups.of_probs(flat)
         frames.append(
             pd.DataFrame({k: np.repeat(v, len(groups.names)) for k, v in keys.items()}).assign(
-                level=level, category=np.tile(groups.names, len(flat)), prob=probs.ravel()
+                grouping=grouping or "none", category=np.tile(groups.names, len(flat)), prob=probs.ravel()
             )
         )
     _write(folder / "groups" / part, pa.Table.from_pandas(pd.concat(frames), preserve_index=False))
@@ -187,7 +208,13 @@ def read_futures(folder: Path, years: np.ndarray, paths: int) -> tuple[Futures, 
 
 
 def score(
-    folder: Path, test: CareerPanel, history: CareerPanel, years: np.ndarray, config: ForecastSpec, name: str
+    folder: Path,
+    test: CareerPanel,
+    history: CareerPanel,
+    years: np.ndarray,
+    config: ForecastSpec,
+    name: str,
+    origin: str,
 ) -> dict:
     """Score the futures in ``folder`` against ``test``'s records; write the tables, plots and ``metrics.json``."""
     futures, seconds = read_futures(folder, years, config.paths)
@@ -201,10 +228,11 @@ def score(
         last,
         years,
         config.cutoff,
+        test.vocab,
         alpha=config.alpha,
         level=config.level,
     )
-    share = shares(futures.states, futures.probs, realized, years, level=config.level)
+    share = shares(futures.states, futures.probs, realized, years, test.vocab, level=config.level)
     for file, frame in (("by_year.csv", table), ("shares.csv", share)):
         write_file_atomic(folder / file, partial(frame.to_csv, index=False))
     title = f"{name}: cut after {config.cutoff}, {futures.states.shape[1]} paths per person"
@@ -218,6 +246,7 @@ def score(
     no_job = share[share["category"] == vocab.titles[vocab.special("no_job")]]
     metrics = {
         "row": name,
+        "model": origin,
         "cutoff": config.cutoff,
         "years": [int(y) for y in years],
         "persons": int(futures.states.shape[0]),

@@ -3,6 +3,7 @@ each person's education in those years, and the realized states."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -36,7 +37,7 @@ def cut(panel: CareerPanel, cutoff: int) -> CareerPanel:
     keep = (panel.records["year"] <= cutoff).to_numpy()
     ids = panel.records.loc[keep, "person_id"].unique()
     persons = panel.persons[panel.persons.index.isin(ids)]
-    return CareerPanel(panel.records[keep].reset_index(drop=True), persons, panel.source, dict(panel.removed))
+    return replace(panel, records=panel.records[keep].reset_index(drop=True), persons=persons)
 
 
 def education_codes(

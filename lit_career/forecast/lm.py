@@ -30,13 +30,26 @@ from lit_career.runs.spec import RowSpec
 class LMForecaster:
     """A finished LM row as a :class:`~lit_career.forecast.simulate.Forecaster`."""
 
-    def __init__(self, row: Row):
-        self.row = row
+    def __init__(self, row: Row, folder: Path):
+        self.row, self.folder = row, folder
 
     @classmethod
     def load(cls, spec: RowSpec) -> LMForecaster:
         """The finished row of ``spec`` (its folder ``root/dataset/name``); an incomplete folder is an error."""
-        return cls(Row.load(Path(spec.root) / spec.dataset / spec.name))
+        return cls(Row.load(spec.out_dir), spec.out_dir)
+
+    def check_test_persons(self, test: CareerPanel) -> None:
+        """Refuse a test split other than the persons the row was tested on: the row's own panel must be read
+        as its corpus read it."""
+        path = self.folder / "predictions_test.parquet"
+        tested = set(pd.read_parquet(path, columns=["person_id"])["person_id"].astype(str))
+        ours = set(test.persons.index.astype(str))
+        if tested != ours:
+            raise InputError(
+                f"row {self.row.name} was tested on {len(tested)} persons, {len(tested & ours)} of them among the "
+                f"forecast's {len(ours)} test persons of {test.source}: give the row file it ran with",
+                file=str(path),
+            )
 
     def simulator(self, history: CareerPanel, paths: int) -> LMSimulator:
         if history.vocab.identity != self.row.vocab.identity:

@@ -19,19 +19,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from lit_career.panel.taxonomy import vocabulary
+from lit_career.panel.taxonomy import Vocabulary
 
 
 @dataclass(frozen=True)
 class Categories:
-    """No job, the other non-work states and the occupation groups of one level, as the forecasts' categories."""
+    """The occupation groups of one grouping, then each non-work state, as the forecasts' categories."""
 
     names: list[str]
     of_state: np.ndarray
@@ -42,16 +41,38 @@ class Categories:
         return probs @ np.eye(len(self.names), dtype=probs.dtype)[self.of_state]
 
 
-def categories(level: Literal[12, 17] = 12) -> Categories:
-    """The ``level`` occupation groups (Autor-Dorn 12 or the 17 Census groups), then each special state."""
-    table = vocabulary().table
-    group = table[f"group{level}"].to_numpy()
-    occupations = table[group > 0]
-    titles = occupations.groupby(f"group{level}")[f"group{level}_title"].agg(lambda s: s.mode()[0])
-    special = np.flatnonzero(group < 0)
-    of_state = np.where(group > 0, group - 1, 0)
-    of_state[special] = level + np.arange(len(special))
-    return Categories(list(titles) + table["title"].iloc[special].tolist(), of_state)
+def groupings(vocab: Vocabulary) -> list[str]:
+    """The vocabulary's groupings of its occupations, the main one first: occ1990dd's ``group12`` (Autor-Dorn)
+    and ``group17`` (Census); a table vocabulary's ``group`` when it gives one; none otherwise."""
+    table = vocab.table
+    occupations = table[~table["is_special"].to_numpy(bool)]
+    given = [c for c in ("group12", "group17", "group") if c in table]
+    return [c for c in given if (occupations[c].notna() & occupations[c].ne("")).any()]
+
+
+def categories(vocab: Vocabulary, grouping: str | None = None) -> Categories:
+    """The groups of ``grouping`` (default: the vocabulary's main one; a vocabulary without groups has one
+    category of every occupation), then each special state. Groups are ordered by their value; an occupation
+    a table leaves ungrouped is in the category "No group"."""
+    table = vocab.table
+    special = table["is_special"].to_numpy(bool)
+    grouping = grouping or next(iter(groupings(vocab)), None)
+    if grouping is None:
+        names, of_occupation = ["Any occupation"], np.zeros((~special).sum(), np.int64)
+    else:
+        group = table.loc[~special, grouping].astype(object)
+        group = group.where(group.notna() & group.ne(""), None)  # tables read an empty cell as ""
+        title = table.loc[~special, f"{grouping}_title"].astype(object)
+        title = title.where(title.notna() & title.ne(""), group.astype(str))
+        values = sorted(group.dropna().unique())
+        names = [title[group == v].mode()[0] for v in values]
+        index = {v: i for i, v in enumerate(values)}
+        of_occupation = group.map(lambda v: index.get(v, len(values))).to_numpy(np.int64)
+        names += ["No group"] if group.isna().any() else []
+    of_state = np.empty(len(table), np.int64)
+    of_state[~special] = of_occupation
+    of_state[special] = len(names) + np.arange(special.sum())
+    return Categories(names + table.loc[special, "title"].tolist(), of_state)
 
 
 def by_year(
@@ -62,6 +83,7 @@ def by_year(
     last: np.ndarray,
     years: np.ndarray,
     cutoff: int,
+    vocab: Vocabulary,
     *,
     alpha: float,
     level: float,
@@ -71,7 +93,7 @@ def by_year(
     Shapes: ``states`` [persons, paths, years], ``probs``/``mc_se`` [persons, years, V], ``realized``
     [persons, years] (-1: no record), ``last`` [persons] (the state at the last record before the cutoff).
     """
-    vocab, groups = vocabulary(), categories(12)
+    groups = categories(vocab)
     no_job = vocab.special("no_job")
     rows = []
     for h in [*range(len(years)), None]:
@@ -120,10 +142,17 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
 
 
 def shares(
-    states: np.ndarray, probs: np.ndarray, realized: np.ndarray, years: np.ndarray, *, level: float
+    states: np.ndarray,
+    probs: np.ndarray,
+    realized: np.ndarray,
+    years: np.ndarray,
+    vocab: Vocabulary,
+    *,
+    level: float,
 ) -> pd.DataFrame:
-    """Forecast and realized share of each category per year, among the persons with a record that year."""
-    groups = categories(12)
+    """Forecast and realized share of each category of the vocabulary's main grouping (:func:`categories`)
+    per year, among the persons with a record that year."""
+    groups = categories(vocab)
     size = len(groups.names)
     frames = []
     for h, year in enumerate(years):

@@ -1,38 +1,62 @@
-"""The model of a row, fitted as ``python -m lit_career row`` fits it, as a :class:`Forecaster`; saved in the
-forecast folder (:mod:`lit_career.baselines.saved`, no pickle) so a resumed forecast samples from the same fit."""
+"""The model of a row as a :class:`Forecaster`: the fit a finished row saved (:mod:`lit_career.runs.finished`),
+else fitted as ``python -m lit_career row`` fits it. Either is saved in the forecast folder
+(:mod:`lit_career.baselines.saved`, no pickle) with where it came from, so a resumed forecast samples from the
+same fit."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from lit_career.baselines.registry import make_baseline
 from lit_career.baselines.saved import MODEL_FILE, load_model, save_model
+from lit_career.errors import InputError
 from lit_career.forecast.inputs import Education
 from lit_career.forecast.simulate import Forecaster
+from lit_career.io import write_file_atomic
 from lit_career.panel.careers import CareerPanel
+from lit_career.runs.finished import Row
 from lit_career.runs.row import fit_career
 from lit_career.runs.spec import RowSpec
 from lit_career.synthetic.oracle import Oracle
 from lit_career.synthetic.world import WorldConfig, world_of
 
+ORIGIN_FILE = "model_origin.json"
+"""Beside the saved fit: where it came from (a finished row's folder, or fitted by the forecast)."""
+
 
 def forecaster(
     spec: RowSpec, train: CareerPanel, valid: CareerPanel, folder: Path, education: Education
-) -> Forecaster:
-    """The row's model fitted on ``train`` (``valid`` for tuning and early stopping), or the one a previous run
-    saved in ``folder``; the oracle fits nothing."""
+) -> tuple[Forecaster, str]:
+    """The row's model and where it comes from: the fit a previous run of this forecast saved in ``folder``,
+    else the finished row's (its folder ``root/dataset/name``), else fitted on ``train`` (``valid`` for
+    tuning and early stopping); the oracle fits nothing."""
     if spec.model == "oracle":  # the world PanelSource.load sampled from
         world = world_of(replace(WorldConfig(), seed=spec.source.seed))
-        return Oracle(world, spec.source.population, "world" if education == "world" else "given")
-    saved = Path(folder) / MODEL_FILE
-    if saved.is_file():
-        return load_model(saved)
-    if spec.model in ("career", "career_pretrained"):
+        oracle = Oracle(world, spec.source.population, "world" if education == "world" else "given")
+        return oracle, f"the synthetic world of seed {spec.source.seed}"
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        return load_model(folder / MODEL_FILE, train.vocab), json.loads((folder / ORIGIN_FILE).read_text())[
+            "origin"
+        ]
+    if (spec.out_dir / "metrics.json").is_file():
+        row = Row.load(spec.out_dir)
+        if row.vocab.identity != train.vocab.identity:
+            raise InputError(
+                f"row {spec.out_dir} predicts over {row.vocab.identity}, the panel is over {train.vocab.identity}"
+            )
+        model, origin = row.model, f"finished row {spec.out_dir}"
+    elif spec.model in ("career", "career_pretrained"):
         source = spec.career.pretrain_source
         pretrain = source.load() if source is not None else None
-        model = fit_career(spec, pretrain, train, valid, Path(folder) / "fit").model.cpu()
+        model = fit_career(spec, pretrain, train, valid, folder / "fit").model.cpu()
+        origin = "fitted on the train split by this forecast"
     else:
         model = make_baseline(spec.model, spec.seed).fit(train, valid)
-    save_model(model, folder)
-    return model
+        origin = "fitted on the train split by this forecast"
+    text = json.dumps({"origin": origin}) + "\n"
+    write_file_atomic(folder / ORIGIN_FILE, lambda tmp: tmp.write_text(text))
+    save_model(model, folder, train.vocab)  # last: its file marks the fit saved
+    return model, origin

@@ -8,6 +8,7 @@ from typing import Any
 
 from lit_career.errors import InputError
 from lit_career.forecast.inputs import Education
+from lit_career.panel.table import ColumnMap
 from lit_career.runs.spec import RowSpec, load_row
 from lit_career.sources import PanelSource
 
@@ -27,6 +28,7 @@ class ForecastSpec:
     seed: int
     education: Education
     source: PanelSource | None
+    root: Path | None
     max_persons: int | None
     shard_persons: int
     alpha: float
@@ -48,7 +50,9 @@ class ForecastSpec:
 
     def row_spec(self) -> RowSpec:
         """The row, with this forecast's ``source`` when given; a row that cannot sample is an error."""
-        spec = load_row(self.row)
+        spec = load_row(self.row) if self.root is None else load_row(self.row, root=self.root)
+        if spec.model == "lm":
+            spec = _as_its_corpus(spec, given=self.source is not None)
         if self.source is not None:
             spec = replace(spec, source=self.source)
         if self.education == "world" and spec.model != "oracle":
@@ -70,5 +74,29 @@ class ForecastSpec:
 
     def settings(self, row: RowSpec) -> dict[str, Any]:
         """What a resumed run must share with the run that began the folder."""
-        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "wandb")}
+        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "root", "wandb")}
         return {"forecast": forecast, "row": asdict(row)}
+
+
+def _as_its_corpus(spec: RowSpec, given: bool) -> RowSpec:
+    """An LM row whose panel is read as its corpus reads it: ``lm.data``'s source (one; a pooled row needs
+    ``given``, the forecast's own source), its ``max_persons`` and ``split_seed``."""
+    data = spec.lm.data
+    sources = data.get("sources") or [spec.source]
+    if len(sources) > 1 and not given:
+        raise InputError(
+            f"row {spec.name!r} reads {len(sources)} sources (a pooled LM): give the panel to forecast (--source)",
+            column="source",
+        )
+    source = sources[0]
+    if isinstance(source, dict):
+        columns = source.get("columns")
+        source = PanelSource(
+            **source | ({"columns": ColumnMap(**columns)} if isinstance(columns, dict) else {})
+        )
+    return replace(
+        spec,
+        source=source,
+        max_persons=data.get("max_persons"),
+        split_seed=data.get("split_seed", spec.split_seed),
+    )
