@@ -360,13 +360,26 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys,
         (logged,) = media.glob(f"table/forecast/{name}_*.table.json")
         assert len(json.loads(logged.read_text())["data"]) == len(pd.read_csv(tmp_path / f"{name}.csv"))
     assert (tmp_path / "paths" / "part-00000.parquet").read_bytes() == first  # done shards are kept
+    other = tmp_path / "seed1"
+    main([*args[:-1], str(other), "--seed", "1", "--reference", str(tmp_path)])  # against the first's bands
+    ours, theirs = (pd.read_csv(f / "shares.csv") for f in (other, tmp_path))
+    inside = (theirs["low"] <= ours["forecast"]) & (ours["forecast"] <= theirs["high"])
+    assert ours["inside_reference"].equals(inside) and 0 < inside.mean() < 1
+    no_job = ours["category"] == "No job reported"
+    metrics = json.loads((other / "metrics.json").read_text())
+    assert metrics["no_job_inside_reference"] == inside[no_job].all()
     capsys.readouterr()
+    code, err = run(
+        [*args[:-1], str(tmp_path / "short"), "--horizon", "2", "--reference", str(tmp_path)], capsys
+    )
+    assert code == 2 and "reference forecasts the years" in err and err.count("\n") == 1
     bad = {
         "cutoff after the last year": ["--cutoff", "2000"],
         "horizon 0": ["--horizon", "0"],
         "no paths": ["--paths", "0"],
         "other settings in the folder": ["--seed", "1"],
         "the oracle's education": ["--education", "world"],
+        "a reference that is no forecast": ["--reference", str(tmp_path / "paths")],
     }
     for what, change in bad.items():
         code, err = run([*args, *change], capsys)

@@ -36,7 +36,7 @@ from lit_career.errors import InputError
 from lit_career.evaluation.report import log_to_wandb, save_figure
 from lit_career.forecast.inputs import Education, cut, education_codes, forecast_years, realized_states
 from lit_career.forecast.lm import LMForecaster
-from lit_career.forecast.metrics import by_year, categories, groupings, shares
+from lit_career.forecast.metrics import against_reference, by_year, categories, groupings, shares
 from lit_career.forecast.models import forecaster
 from lit_career.forecast.plots import horizon_figure, shares_figure
 from lit_career.forecast.simulate import Futures, simulate
@@ -62,6 +62,7 @@ def forecast(
     alpha: float = 0.01,
     level: float = 0.9,
     out_dir: Path | None = None,
+    reference: Path | None = None,
     wandb: bool = False,
 ) -> dict:
     """Sample futures of each test person after the cutoff from the row's model, write them, score them.
@@ -87,6 +88,8 @@ def forecast(
         alpha: add-alpha smoothing of the count estimate of the log score, (count + alpha) / (paths + alpha V).
         level: level of the share intervals and of the groups' forecast sets.
         out_dir: output folder (default: ``outputs/forecasts/<dataset>/<row>_cutoff<cutoff>``).
+        reference: folder of another forecast of the same persons and years (e.g. the synthetic oracle's): each
+            share is also checked against its interval (``shares.csv``: ``inside_reference``; the plot: its band).
         wandb: also log the tables and plots to a W&B run (``WANDB_MODE=offline`` is honored).
     """
     config = ForecastSpec(**locals())
@@ -97,6 +100,8 @@ def forecast(
     if finished is not None and config.source is None:
         finished.check_test_persons(panels["test"])
     years = forecast_years(panels["test"], config.cutoff, config.horizon)
+    if config.reference is not None:
+        _check_reference(Path(config.reference) / "shares.csv", years)
     test = subsample_persons(panels["test"], config.max_persons)
     history = cut(test, config.cutoff)
     if history.persons.empty:
@@ -134,6 +139,16 @@ def forecast(
                 )
             bar.update(len(ids[start : start + size]))
     return score(folder, test, history, years, config, row.name, origin)
+
+
+def _check_reference(file: Path, years: np.ndarray) -> None:
+    """Refuse, before sampling, a reference forecast of other years."""
+    theirs = sorted(int(y) for y in pd.read_csv(file, usecols=["year"])["year"].unique())
+    if theirs != [int(y) for y in years]:
+        raise InputError(
+            f"the reference forecasts the years {theirs}, this forecast {[int(y) for y in years]}",
+            file=str(file),
+        )
 
 
 def _claim(path: Path, settings: dict) -> None:
@@ -233,6 +248,9 @@ def score(
         level=config.level,
     )
     share = shares(futures.states, futures.probs, realized, years, test.vocab, level=config.level)
+    if config.reference is not None:
+        file = Path(config.reference) / "shares.csv"
+        share = against_reference(share, pd.read_csv(file), str(file))
     for file, frame in (("by_year.csv", table), ("shares.csv", share)):
         write_file_atomic(folder / file, partial(frame.to_csv, index=False))
     title = f"{name}: cut after {config.cutoff}, {futures.states.shape[1]} paths per person"
@@ -257,10 +275,24 @@ def score(
         "sample_seconds": round(seconds, 1),
         "shares_inside": float(share["inside"].mean()),
         "no_job_inside": bool(no_job["inside"].all()),
+    }
+    if config.reference is not None:
+        metrics |= {
+            "reference": str(config.reference),
+            "shares_inside_reference": float(share["inside_reference"].mean()),
+            "no_job_inside_reference": bool(no_job["inside_reference"].all()),
+        }
+    metrics |= {
         "by_year": table.to_dict(orient="records"),
     }
     text = json.dumps(metrics, indent=2, default=float) + "\n"
     write_file_atomic(folder / "metrics.json", lambda tmp: tmp.write_text(text))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"shares inside their {config.level:.0%} intervals: {metrics['shares_inside']:.3f}; wrote {folder}")
+    print(f"shares inside their {config.level:.0%} intervals: {metrics['shares_inside']:.3f}")
+    if config.reference is not None:
+        inside = no_job.loc[no_job["inside_reference"], "year"].tolist()
+        print(
+            f"no-job share inside the reference's interval in {len(inside)} of {len(no_job)} years: {inside}"
+        )
+    print(f"wrote {folder}")
     return metrics

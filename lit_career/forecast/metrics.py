@@ -12,6 +12,8 @@
 * **Aggregate shares** per year (:func:`shares`): for no job and each occupation group, the forecast share
   among the persons with a record that year, its central ``level`` interval over the paths (path k's
   share counts every person's k-th path) and the realized share.
+* **Against a reference** (:func:`against_reference`): each forecast share inside another forecast's interval
+  or not, e.g. a learned model's against the synthetic oracle's.
 * **Calibration** of the group forecasts: ``coverage``, the share of person-years whose realized group
   is in the smallest set of groups holding ``level`` of the forecast probability, and ``set_size``.
 """
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from lit_career.errors import InputError
 from lit_career.panel.taxonomy import Vocabulary
 
 
@@ -176,3 +179,22 @@ def shares(
         )
     table = pd.concat(frames, ignore_index=True)
     return table.assign(inside=(table["low"] <= table["realized"]) & (table["realized"] <= table["high"]))
+
+
+def against_reference(shares: pd.DataFrame, reference: pd.DataFrame, file: str) -> pd.DataFrame:
+    """``shares`` with the interval of the same year and category in another forecast's ``reference`` shares
+    (``low_reference``, ``high_reference``) and whether the forecast share lies in it (``inside_reference``):
+    e.g. a model's no-job share against the oracle's band. The two must cover the same years and categories."""
+    keys = ["year", "category"]
+    if set(map(tuple, shares[keys].to_numpy())) != set(map(tuple, reference[keys].to_numpy())):
+        raise InputError(
+            "the reference forecast covers other years or categories than this one: forecast the same panel, "
+            "cutoff and horizon",
+            file=file,
+        )
+    bands = reference[[*keys, "low", "high"]].rename(
+        columns={"low": "low_reference", "high": "high_reference"}
+    )
+    table = shares.merge(bands, on=keys, how="left", validate="one_to_one")
+    inside = (table["low_reference"] <= table["forecast"]) & (table["forecast"] <= table["high_reference"])
+    return table.assign(inside_reference=inside)

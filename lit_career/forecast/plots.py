@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 def shares_figure(shares: pd.DataFrame, title: str, level: float) -> Figure:
     """One panel per category the data realize or the forecast gives 0.5% in some year: the forecast share,
-    its interval over the paths, and the realized share."""
+    its interval over the paths, the realized share, and a reference forecast's interval when ``shares`` has it."""
     seen = shares.groupby("category", sort=False)[["forecast", "realized"]].max()
     names = list(seen.index[(seen["realized"] > 0) | (seen["forecast"] >= 0.005)])
     columns = 6
@@ -18,6 +18,11 @@ def shares_figure(shares: pd.DataFrame, title: str, level: float) -> Figure:
     for ax, name in zip(axes, names, strict=False):
         rows = shares[shares["category"] == name]
         ax.fill_between(rows["year"], rows["low"], rows["high"], alpha=0.3, label=f"{level:.0%} interval")
+        if "low_reference" in rows:
+            band = (rows["year"], rows["low_reference"], rows["high_reference"])
+            ax.fill_between(
+                *band, facecolor="none", edgecolor="grey", hatch="///", label="reference's interval"
+            )
         ax.plot(rows["year"], rows["forecast"], label="forecast")
         ax.plot(rows["year"], rows["realized"], "o", color="black", markersize=3, label="realized")
         ax.set_title(name, fontsize="small")

@@ -34,6 +34,7 @@ class ForecastSpec:
     alpha: float
     level: float
     out_dir: Path | None
+    reference: Path | None
     wandb: bool
 
     def __post_init__(self) -> None:
@@ -45,6 +46,11 @@ class ForecastSpec:
                 raise InputError(f"{name} must be at least 1, not {getattr(self, name)}", column=name)
         if self.max_persons is not None and self.max_persons < 1:
             raise InputError(f"max_persons must be at least 1, not {self.max_persons}", column="max_persons")
+        if self.reference is not None and not (Path(self.reference) / "shares.csv").is_file():
+            raise InputError(
+                "no shares.csv: the reference is not a finished forecast",
+                file=str(Path(self.reference) / "shares.csv"),
+            )
         if not 0 < self.level < 1 or self.alpha <= 0:
             raise InputError(f"level must be in (0, 1) and alpha positive, not {self.level} and {self.alpha}")
 
@@ -74,7 +80,9 @@ class ForecastSpec:
 
     def settings(self, row: RowSpec) -> dict[str, Any]:
         """What a resumed run must share with the run that began the folder."""
-        forecast = {k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "root", "wandb")}
+        forecast = {
+            k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "root", "reference", "wandb")
+        }
         return {"forecast": forecast, "row": asdict(row)}
 
 
