@@ -38,9 +38,11 @@ def forecaster(
         return oracle, f"the synthetic world of seed {spec.source.seed}"
     folder = Path(folder)
     if (folder / MODEL_FILE).is_file():
-        return load_model(folder / MODEL_FILE, train.vocab), json.loads((folder / ORIGIN_FILE).read_text())[
-            "origin"
-        ]
+        said = folder / ORIGIN_FILE
+        origin = (
+            json.loads(said.read_text())["origin"] if said.is_file() else "a fit saved in the forecast folder"
+        )
+        return load_model(folder / MODEL_FILE, train.vocab), origin
     if (spec.out_dir / "metrics.json").is_file():
         row = Row.load(spec.out_dir)
         if row.vocab.identity != train.vocab.identity:
