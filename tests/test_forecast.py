@@ -386,13 +386,15 @@ def test_forecast_command_writes_resumes_and_refuses_bad_input(tmp_path, capsys,
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, what
 
 
-def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monkeypatch):
+def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monkeypatch, capsys):
     """A finished row's saved fit is the one sampled (none refitted), over the row's own vocabulary and groups."""
     monkeypatch.chdir(REPO)  # the O*NET example row reads its panel by a relative path
     row = "configs/rows/onet_example/markov1.yaml"
     args = ["forecast", "--row", row, "--cutoff", "1990", "--paths", "20", "--max_persons", "4"]
-    args += ["--root", str(tmp_path / "rows")]
+    args += ["--root", str(tmp_path / "rows"), "--shard_persons", "2"]
     main([*args, "--out_dir", str(tmp_path / "fitted")])
+    code, err = run([*args, "--out_dir", str(tmp_path / "parted"), "--part", "1", "--parts", "2"], capsys)
+    assert code == 2 and "would each fit it" in err  # parallel parts need a fitted model
     run_row(load_row(REPO / row, root=tmp_path / "rows"))
     finished = tmp_path / "rows" / "onet_example" / "markov1"
     main([*args, "--out_dir", str(tmp_path / "loaded")])
@@ -412,6 +414,12 @@ def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monk
     assert probs.type.list_size == len(onet)
     shares = pd.read_csv(tmp_path / "loaded" / "shares.csv")
     assert "Management Occupations" in set(shares["category"])
+    for part in ("1", "0"):  # two processes' parts of one folder; the last to finish scores
+        main([*args, "--out_dir", str(tmp_path / "parted"), "--part", part, "--parts", "2"])
+        assert (tmp_path / "parted" / "metrics.json").is_file() == (part == "0")
+    assert pd.read_parquet(tmp_path / "parted" / "paths").equals(
+        pd.read_parquet(tmp_path / "loaded" / "paths")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,8 @@ def forecast(
     root: Path | None = None,
     max_persons: int | None = None,
     shard_persons: int = 20,
+    part: int = 0,
+    parts: int = 1,
     alpha: float = 0.01,
     level: float = 0.9,
     out_dir: Path | None = None,
@@ -85,6 +87,10 @@ def forecast(
             an LM row must be finished there.
         max_persons: forecast this many of the test persons (a fixed sample), e.g. for a quick look.
         shard_persons: persons per shard: the unit written (atomically) and resumed.
+        part: with ``parts``, sample only the shards ``k`` with ``k % parts == part``: run ``parts`` processes
+            (one per core, or a SLURM array) on one folder; the last to finish scores. The model must need no
+            fit (a finished row, an LM row, the oracle, or a fit a previous run saved in the folder).
+        parts: the number of such processes.
         alpha: add-alpha smoothing of the count estimate of the log score, (count + alpha) / (paths + alpha V).
         level: level of the share intervals and of the groups' forecast sets.
         out_dir: output folder (default: ``outputs/forecasts/<dataset>/<row>_cutoff<cutoff>``).
@@ -111,33 +117,36 @@ def forecast(
     if finished is not None:
         model, origin = finished, f"finished row {finished.folder}"
     else:
-        model, origin = forecaster(row, panels["train"], panels["valid"], folder, config.education)
+        fit = config.parts == 1  # parallel processes would each fit it
+        model, origin = forecaster(row, panels["train"], panels["valid"], folder, config.education, fit)
     print(f"forecast {row.dataset}/{row.name}: the model of {origin}")
     education = education_codes(test, history, years, "hold" if config.education == "hold" else "given")
-    ids, size = history.persons.index, config.shard_persons
-    with tqdm(total=len(ids), unit="person", desc=f"forecast {row.dataset}/{row.name}") as bar:
-        for shard, start in enumerate(range(0, len(ids), size)):
-            part = f"part-{shard:05d}.parquet"
+    ids = history.persons.index
+    shards = [ids[start : start + config.shard_persons] for start in range(0, len(ids), config.shard_persons)]
+    mine = range(config.part, len(shards), config.parts)
+    with tqdm(
+        total=sum(len(shards[k]) for k in mine), unit="person", desc=f"{row.dataset}/{row.name}"
+    ) as bar:
+        for shard in mine:
+            part, persons = f"part-{shard:05d}.parquet", shards[shard]
             if not (folder / "paths" / part).is_file():
                 began = time.perf_counter()
                 futures = simulate(
-                    model.simulator(history.subset(ids[start : start + size]), config.paths),
+                    model.simulator(history.subset(persons), config.paths),
                     years,
-                    education[start : start + size],
+                    education[ids.get_indexer(persons)],
                     config.paths,
                     np.random.default_rng([config.seed, shard]),
                 )
-                _write_shard(
-                    folder,
-                    part,
-                    ids[start : start + size],
-                    years,
-                    config.cutoff,
-                    futures,
-                    history.vocab,
-                    time.perf_counter() - began,
-                )
-            bar.update(len(ids[start : start + size]))
+                seconds = time.perf_counter() - began
+                _write_shard(folder, part, persons, years, config.cutoff, futures, history.vocab, seconds)
+            bar.update(len(persons))
+    missing = [k for k in range(len(shards)) if not (folder / "paths" / f"part-{k:05d}.parquet").is_file()]
+    if missing:  # other parts still sampling: the last to finish scores
+        print(
+            f"{len(missing)} of {len(shards)} shards are another part's and not written yet; scored when they are"
+        )
+        return {"missing_shards": len(missing)}
     return score(folder, test, history, years, config, row.name, origin)
 
 

@@ -27,11 +27,16 @@ ORIGIN_FILE = "model_origin.json"
 
 
 def forecaster(
-    spec: RowSpec, train: CareerPanel, valid: CareerPanel, folder: Path, education: Education
+    spec: RowSpec,
+    train: CareerPanel,
+    valid: CareerPanel,
+    folder: Path,
+    education: Education,
+    fit: bool = True,
 ) -> tuple[Forecaster, str]:
     """The row's model and where it comes from: the fit a previous run of this forecast saved in ``folder``,
     else the finished row's (its folder ``root/dataset/name``), else fitted on ``train`` (``valid`` for
-    tuning and early stopping); the oracle fits nothing."""
+    tuning and early stopping) when ``fit`` allows; the oracle fits nothing."""
     if spec.model == "oracle":  # the world PanelSource.load sampled from
         world = world_of(replace(WorldConfig(), seed=spec.source.seed))
         oracle = Oracle(world, spec.source.population, "world" if education == "world" else "given")
@@ -50,6 +55,11 @@ def forecaster(
                 f"row {spec.out_dir} predicts over {row.vocab.identity}, the panel is over {train.vocab.identity}"
             )
         model, origin = row.model, f"finished row {spec.out_dir}"
+    elif not fit:
+        raise InputError(
+            f"row {spec.name!r} is not finished in {spec.out_dir} and parallel parts would each fit it: run the "
+            "row first, or one forecast without --parts"
+        )
     elif spec.model in ("career", "career_pretrained"):
         source = spec.career.pretrain_source
         pretrain = source.load() if source is not None else None

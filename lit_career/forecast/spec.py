@@ -15,6 +15,9 @@ from lit_career.sources import PanelSource
 PATHS = {"other": 1000, "lm": 20}
 """Paths per person when not given: an LM row re-encodes every path's resume every year, so it samples fewer."""
 
+UNSHARED = ("out_dir", "row", "root", "reference", "wandb", "part", "parts")
+"""Settings a resumed run may change: where things are, what is logged, which shards a process samples."""
+
 
 @dataclass(frozen=True)
 class ForecastSpec:
@@ -31,6 +34,8 @@ class ForecastSpec:
     root: Path | None
     max_persons: int | None
     shard_persons: int
+    part: int
+    parts: int
     alpha: float
     level: float
     out_dir: Path | None
@@ -41,9 +46,13 @@ class ForecastSpec:
         for name in ("row", "cutoff"):
             if getattr(self, name) is None:
                 raise InputError(f"give the {name} (--{name})", column=name)
-        for name in ("horizon", "paths", "shard_persons"):
+        for name in ("horizon", "paths", "shard_persons", "parts"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, not {getattr(self, name)}", column=name)
+        if not 0 <= self.part < self.parts:
+            raise InputError(
+                f"part must be in 0..parts - 1 = {self.parts - 1}, not {self.part}", column="part"
+            )
         if self.max_persons is not None and self.max_persons < 1:
             raise InputError(f"max_persons must be at least 1, not {self.max_persons}", column="max_persons")
         if self.reference is not None and not (Path(self.reference) / "shares.csv").is_file():
@@ -80,9 +89,7 @@ class ForecastSpec:
 
     def settings(self, row: RowSpec) -> dict[str, Any]:
         """What a resumed run must share with the run that began the folder."""
-        forecast = {
-            k: v for k, v in asdict(self).items() if k not in ("out_dir", "row", "root", "reference", "wandb")
-        }
+        forecast = {k: v for k, v in asdict(self).items() if k not in UNSHARED}
         return {"forecast": forecast, "row": asdict(row)}
 
 
