@@ -2,9 +2,9 @@
 
 The recipe, top to bottom: read the row and its panel, split by person as the row runner does, cut the test
 persons' careers at the cutoff, take the row's model (a finished row's fit, else fitted on the train split;
-see :mod:`lit_career.forecast.models`), then sample shard after shard of persons and write each shard atomically (a rerun continues with
-the first missing shard and draws what an uninterrupted run would have), and finally score the futures
-against what happened. The folder holds:
+see :mod:`lit_career.forecast.models`), then sample shard after shard of persons and write each shard
+atomically (a rerun continues with the first missing shard and draws what an uninterrupted run would have),
+and finally score the futures against what happened. The folder holds:
 
 * ``paths/part-*.parquet``: one row per person and path, ``state_<year>`` the drawn state of each forecast
   year (vocabulary indices);
@@ -15,8 +15,8 @@ against what happened. The folder holds:
   (occ1990dd: ``group12`` and ``group17``, see :func:`~lit_career.forecast.metrics.groupings`) and the
   non-work states (``grouping``, ``category``, ``prob``);
 * ``metrics.json``, ``by_year.csv``, ``shares.csv`` and the plots ``shares.png`` and ``by_year.png``
-  (:mod:`lit_career.forecast.metrics`); ``forecast.json`` (the settings) and, but for LM rows and the oracle, ``model.safetensors`` (the fit) and
-  ``model_origin.json`` (where it came from, also in ``metrics.json``).
+  (:mod:`lit_career.forecast.metrics`); ``forecast.json`` (the settings); but for LM rows and the oracle,
+  ``model.safetensors`` (the fit) and ``model_origin.json`` (where it came from, also in ``metrics.json``).
 """
 
 from __future__ import annotations
