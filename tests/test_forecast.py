@@ -2,6 +2,7 @@
 (Markov-1 by matrix powers, the oracle by its forward filter) and wrong samplers fail that check, and the
 ``forecast`` command writes, resumes and refuses bad input."""
 
+import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +20,12 @@ from lit_career.baselines.career_data import build_covariate_vocab
 from lit_career.baselines.markov import MarkovBaseline
 from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
 from lit_career.cli import main
+from lit_career.forecast.command import forecast
 from lit_career.forecast.inputs import cut, education_codes, forecast_years, realized_states
 from lit_career.forecast.lm import LMForecaster
 from lit_career.forecast.metrics import by_year, categories, forecast_set, groupings
 from lit_career.forecast.simulate import draw, simulate
+from lit_career.forecast.spec import ForecastSpec
 from lit_career.panel.careers import EDUCATION_LEVELS, assign_splits, make_panel, subsample_persons
 from lit_career.panel.nlsy79 import load_nlsy79
 from lit_career.panel.taxonomy import vocabulary
@@ -35,6 +38,7 @@ from lit_career.synthetic.world import SCHOOL_YEARS, SECTORS, WorldConfig, _Hist
 
 REPO = Path(__file__).resolve().parents[1]
 V = len(vocabulary())
+FORECAST_DEFAULTS = {k: v.default for k, v in inspect.signature(forecast).parameters.items()}
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +424,24 @@ def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monk
     assert pd.read_parquet(tmp_path / "parted" / "paths").equals(
         pd.read_parquet(tmp_path / "loaded" / "paths")
     )
+
+
+def test_an_lm_row_is_forecast_on_its_heads_panel_and_several_need_a_source(tmp_path, capsys):
+    """The panel is the one the row's head read (``lm.data``, ``data.init_args`` head overrides over it)."""
+    rows = REPO / "configs" / "rows" / "synthetic"
+    for name in ("llm_tiny_two_stage", "llm_tiny_pooled_likelihood"):  # the survey: lm.data / head overrides
+        spec = ForecastSpec(**FORECAST_DEFAULTS | {"row": rows / f"{name}.yaml", "cutoff": 1990}).row_spec()
+        assert (spec.source.kind, spec.source.persons, spec.source.population) == (
+            "synthetic",
+            10000,
+            "survey",
+        )
+    pooled = tmp_path / "pooled.yaml"
+    two = [{"kind": "synthetic", "population": p, "persons": 100, "name": p} for p in ("survey", "resume")]
+    lm = {"head": "configs/fit/head/two_stage.yaml", "data": {"sources": two}}
+    pooled.write_text(yaml.safe_dump({"name": "pooled", "dataset": "synthetic", "model": "lm", "lm": lm}))
+    code, err = run(["forecast", "--cutoff", "1990", "--row", str(pooled)], capsys)
+    assert code == 2 and "a pooled LM" in err and "--source" in err
 
 
 @pytest.fixture(scope="module")

@@ -94,9 +94,12 @@ class ForecastSpec:
 
 
 def _as_its_corpus(spec: RowSpec, given: bool) -> RowSpec:
-    """An LM row whose panel is read as its corpus reads it: ``lm.data``'s source (one; a pooled row needs
-    ``given``, the forecast's own source), its ``max_persons`` and ``split_seed``."""
-    data = spec.lm.data
+    """An LM row whose panel is read as its head's corpus reads it (``lm.data``, with ``lm.head_overrides`` of
+    ``data.init_args`` over it): its one source (several need ``given``, the forecast's own source), its
+    ``max_persons`` and ``split_seed``."""
+    prefix = "data.init_args."
+    head = {k.removeprefix(prefix): v for k, v in spec.lm.head_overrides.items() if k.startswith(prefix)}
+    data = spec.lm.data | head
     sources = data.get("sources") or [spec.source]
     if len(sources) > 1 and not given:
         raise InputError(
