@@ -4,6 +4,8 @@
 
 import inspect
 import json
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from lit_career.baselines.neural import BagOfJobsBaseline, LogitBaseline
 from lit_career.cli import main
 from lit_career.forecast.command import forecast
 from lit_career.forecast.inputs import cut, education_codes, forecast_years, realized_states
-from lit_career.forecast.lm import LMForecaster
+from lit_career.forecast.lm import LastTransitions, LMForecaster
 from lit_career.forecast.metrics import by_year, categories, forecast_set, groupings
 from lit_career.forecast.simulate import draw, simulate
 from lit_career.forecast.spec import ForecastSpec
@@ -31,6 +33,7 @@ from lit_career.panel.nlsy79 import load_nlsy79
 from lit_career.panel.taxonomy import vocabulary
 from lit_career.panel.vocabularies import load_vocabulary
 from lit_career.runs.finished import HEAD_CHECKPOINT, Row
+from lit_career.runs.preemption import STOPPED_EXIT_CODE
 from lit_career.runs.row import run_row
 from lit_career.runs.spec import LMArgs, RowSpec, load_row
 from lit_career.synthetic.oracle import Oracle, oracle_log_probs, run_filter
@@ -480,6 +483,22 @@ def test_an_lm_row_samples_what_its_head_predicts_for_the_path_so_far(lm_row, nl
     expected = np.exp(predicted.log_probs[order.loc[[(i, y) for i in ids for y in years]].to_numpy()])
     np.testing.assert_allclose(np.stack(probs, 1), expected.reshape(len(ids), len(years), V), atol=1e-5)
     assert len({tuple(d) for d in np.stack(drawn, 1)}) > 1  # the paths differ
+
+
+class SignalledTransitions(LastTransitions):
+    """As if ``kill`` sent SIGTERM while the head predicts (Lightning has registered its handler by then)."""
+
+    def predict_dataloader(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().predict_dataloader()
+
+
+def test_sigterm_while_an_lm_row_predicts_stops_the_process(lm_row, nlsy79):
+    """Lightning's SIGTERM handler only notes the signal; its predict loop never looks: the process stops after."""
+    head = Row.load(lm_row.out_dir).model
+    with pytest.raises(SystemExit) as stopped:
+        head.predict(nlsy79.subset(nlsy79.persons.index[:2]), SignalledTransitions)
+    assert stopped.value.code == STOPPED_EXIT_CODE
 
 
 def test_forecast_command_samples_an_lm_row_and_refuses_an_incomplete_one(lm_row, tmp_path, capsys):
