@@ -8,9 +8,10 @@ rounds 1985-1994, in shards of 20 persons as ``python -m lit_career forecast`` s
 the forecast distributions and their Monte Carlo errors included). Markov-1 and the logit are fitted on the
 other persons first (not timed). CAREER small (4 layers, d_model 96) is timed with its initial weights,
 since sampling costs the same whatever the weights, on ``--career-persons`` persons; its time is scaled
-to ``--persons`` (the table says so). Finished LM rows (``--lm-row``, e.g. the tiny LM's two-stage and likelihood
-rows) sample fewer paths (``--lm-paths``) on ``--lm-persons`` persons, scaled likewise; no target. Prints the figures and writes the "Forecast sampling" section of
-benchmarks/RESULTS.md; wall and CPU (process) seconds are both reported.
+to ``--persons`` (the table says so). Finished LM rows (``--lm-row``, e.g. the tiny LM's two-stage and
+likelihood rows) sample fewer paths (``--lm-paths``) on ``--lm-persons`` persons, scaled likewise; no target.
+Prints the figures and writes the "Forecast sampling" section of benchmarks/RESULTS.md; wall and CPU (process)
+seconds are both reported.
 """
 
 import os
@@ -101,8 +102,8 @@ def main() -> None:
         )
     body = "\n".join(
         [
-            f"Simulating {args.paths:,} paths (LM rows: fewer, as the table says) x {len(years)} years ({years[0]}-{years[-1]}) for "
-            f"{len(history.persons):,} NLSY79 persons cut after {CUTOFF}, one core, shards of {SHARD} persons "
+            f"Simulating {args.paths:,} paths (LM rows: fewer, as the table says) x {len(years)} years "
+            f"({years[0]}-{years[-1]}) for {len(history.persons):,} NLSY79 persons cut after {CUTOFF}, one core, shards of {SHARD} persons "
             "(drawing, forecast distributions and their Monte Carlo errors included; fitting not timed). CAREER "
             "small samples with its initial weights (the cost does not depend on them) on the persons timed, "
             "scaled linearly to all; Markov-1 and the logit are fitted on other persons first. A target is met "
