@@ -315,12 +315,8 @@ def test_categories_follow_the_vocabulary(tmp_path):
     some = pd.DataFrame(
         {"code": ["a1", "a2", "b1"], "title": ["A one", "A two", "B one"], "group": ["A", "A", ""]}
     )
-    mine = load_vocabulary(str(_written(tmp_path / "some.csv", some)))
-    assert categories(mine).names[:2] == ["A", "No group"] and categories(mine).of_state[:3].tolist() == [
-        0,
-        0,
-        1,
-    ]
+    mine = categories(load_vocabulary(str(_written(tmp_path / "some.csv", some))))
+    assert mine.names[:2] == ["A", "No group"] and mine.of_state[:3].tolist() == [0, 0, 1]
     bare = load_vocabulary(str(_written(tmp_path / "bare.csv", some.drop(columns="group"))))
     assert groupings(bare) == [] and categories(bare).names[0] == "Any occupation"
     assert categories(bare).of_state[:3].tolist() == [0, 0, 0] and len(categories(bare).names) == 1 + 6
@@ -406,14 +402,10 @@ def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monk
     finished = tmp_path / "rows" / "onet_example" / "markov1"
     main([*args, "--out_dir", str(tmp_path / "loaded")])
     metrics = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("fitted", "loaded")}
-    assert (
-        metrics["fitted"]["model"].startswith("fitted")
-        and metrics["loaded"]["model"] == f"finished row {finished}"
-    )
-    saved = load_file(finished / "model.safetensors")
-    assert all(
-        torch.equal(v, saved[k]) for k, v in load_file(tmp_path / "loaded" / "model.safetensors").items()
-    )
+    assert metrics["fitted"]["model"].startswith("fitted")
+    assert metrics["loaded"]["model"] == f"finished row {finished}"
+    saved, used = (load_file(folder / "model.safetensors") for folder in (finished, tmp_path / "loaded"))
+    assert saved.keys() == used.keys() and all(torch.equal(v, saved[k]) for k, v in used.items())
     onet = load_vocabulary("onet_soc_2010")
     groups = pd.read_parquet(tmp_path / "loaded" / "groups")
     assert set(groups["grouping"]) == {"group"} and set(groups["category"]) == set(categories(onet).names)
@@ -424,9 +416,8 @@ def test_forecast_samples_a_finished_rows_fit_over_its_vocabulary(tmp_path, monk
     for part in ("1", "0"):  # two processes' parts of one folder; the last to finish scores
         main([*args, "--out_dir", str(tmp_path / "parted"), "--part", part, "--parts", "2"])
         assert (tmp_path / "parted" / "metrics.json").is_file() == (part == "0")
-    assert pd.read_parquet(tmp_path / "parted" / "paths").equals(
-        pd.read_parquet(tmp_path / "loaded" / "paths")
-    )
+    parted, loaded = (pd.read_parquet(tmp_path / folder / "paths") for folder in ("parted", "loaded"))
+    assert parted.equals(loaded)
 
 
 def test_an_lm_row_is_forecast_on_its_heads_panel_and_several_need_a_source(tmp_path, capsys):
@@ -434,11 +425,8 @@ def test_an_lm_row_is_forecast_on_its_heads_panel_and_several_need_a_source(tmp_
     rows = REPO / "configs" / "rows" / "synthetic"
     for name in ("llm_tiny_two_stage", "llm_tiny_pooled_likelihood"):  # the survey: lm.data / head overrides
         spec = ForecastSpec(**FORECAST_DEFAULTS | {"row": rows / f"{name}.yaml", "cutoff": 1990}).row_spec()
-        assert (spec.source.kind, spec.source.persons, spec.source.population) == (
-            "synthetic",
-            10000,
-            "survey",
-        )
+        source = spec.source
+        assert (source.kind, source.population, source.persons) == ("synthetic", "survey", 10000)
     pooled = tmp_path / "pooled.yaml"
     two = [{"kind": "synthetic", "population": p, "persons": 100, "name": p} for p in ("survey", "resume")]
     lm = {"head": "configs/fit/head/two_stage.yaml", "data": {"sources": two}}
@@ -510,9 +498,7 @@ def test_forecast_command_samples_an_lm_row_and_refuses_an_incomplete_one(lm_row
     main([*args, "--out_dir", str(tmp_path / "out")])
     assert len(pd.read_parquet(tmp_path / "out" / "paths")) == 2 * 20  # the LM rows' default K
     capsys.readouterr()
-    row.write_text(
-        yaml.safe_dump(settings | {"lm": lm | {"data": {}}})
-    )  # read as all of NLSY79: other persons
+    row.write_text(yaml.safe_dump(settings | {"lm": lm | {"data": {}}}))  # all of NLSY79: other test persons
     code, err = run([*args, "--out_dir", str(tmp_path / "whole")], capsys)
     assert code == 2 and "was tested on" in err and err.count("\n") == 1
     row.write_text(yaml.safe_dump(settings))
