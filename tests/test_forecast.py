@@ -482,7 +482,8 @@ class SignalledTransitions(LastTransitions):
 
 
 def test_sigterm_while_an_lm_row_predicts_stops_the_process(lm_row, nlsy79):
-    """Lightning's SIGTERM handler only notes the signal; its predict loop never looks: the process stops after."""
+    """Lightning's SIGTERM handler only notes the signal and its predict loop never looks: RequeueAtStepEnd stops
+    the process at the batch end."""
     head = Row.load(lm_row.out_dir).model
     with pytest.raises(SystemExit) as stopped:
         head.predict(nlsy79.subset(nlsy79.persons.index[:2]), SignalledTransitions)

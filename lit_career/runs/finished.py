@@ -19,7 +19,6 @@ it never trained with.
 from __future__ import annotations
 
 import pickle
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from lit_career.panel.predictions import Predictions
 from lit_career.panel.table import ColumnMap
 from lit_career.panel.taxonomy import Vocabulary, vocabulary
 from lit_career.panel.vocabularies import load_vocabulary
-from lit_career.runs.preemption import STOPPED_EXIT_CODE
+from lit_career.runs.preemption import RequeueAtStepEnd
 from lit_career.sources import PanelSource
 from lit_career.text.resume import ResumeTemplate
 
@@ -190,16 +189,13 @@ class FinishedHead:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
+            callbacks=[RequeueAtStepEnd()],  # SIGTERM stops the process at a batch end
         )
         with TemporaryDirectory() as tmp, warnings.catch_warnings():
             # the head's check that it is trained on the fine-tuning run's splits; scoring trains nothing
             warnings.filterwarnings("ignore", "data settings .* differ from the fine-tuning run")
             head.predictions_path = str(Path(tmp) / "predictions.parquet")
             trainer.predict(head, data, return_predictions=False)
-            # Lightning's handler only notes SIGTERM, for the loops that check it; predicting does not
-            if trainer.received_sigterm:
-                print(f"SIGTERM received: stopped after predicting {panel.source}", file=sys.stderr)
-                raise SystemExit(STOPPED_EXIT_CODE)
             return Predictions.read(head.predictions_path)
 
 

@@ -18,7 +18,9 @@ run: under SLURM it runs Lightning's requeue handler, elsewhere it saves ``last.
 ``fit --ckpt_path last`` finds it; then it stops the process. The checkpoint holds a consistent
 state (the corpus loader's position included, so the resumed fit goes on with the next batch), the
 W&B run is on disk with every step up to the checkpoint, and nothing is logged after it. (The
-per-epoch mean of an epoch cut short is not logged.) SIGTERM under SLURM reaches every process of the
+per-epoch mean of an epoch cut short is not logged.) While predicting, where there is nothing to save, SIGTERM
+stops the process at the end of the batch (exit :data:`STOPPED_EXIT_CODE`): Lightning's handler only notes it
+and its predict loop would go on to the end. SIGTERM under SLURM reaches every process of the
 job step, W&B's service too: the W&B run stops there, its last steps may be lost, and the step is
 finished without logging to it. A validation due at the step of the checkpoint is not run on resume
 (Lightning skips it).
@@ -44,7 +46,8 @@ STOPPED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 class RequeueAtStepEnd(Callback):
-    """Checkpoint and stop at the end of the training step in which SIGTERM or SLURM's requeue signal came.
+    """Checkpoint and stop at the end of the training step in which SIGTERM or SLURM's requeue signal came
+    (while predicting: stop at the end of the batch).
 
     In a :class:`SLURMEnvironment` with ``auto_requeue`` either signal runs Lightning's requeue handler
     and the process exits with :data:`REQUEUED_EXIT_CODE` (SLURM restarts the job; if the requeue
@@ -122,6 +125,19 @@ class RequeueAtStepEnd(Callback):
             os.remove(path)
         callback.last_model_path = path  # the resumed ModelCheckpoint then overwrites it, not last-v1.ckpt
         trainer.save_checkpoint(path)
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.received_sigterm:  # Lightning's own handler notes SIGTERM; its predict loop never looks
+            rank_zero_info(f"SIGTERM received: stopped while predicting, after batch {batch_idx}")
+            raise SystemExit(STOPPED_EXIT_CODE)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for signum, handler in self._replaced.items():
