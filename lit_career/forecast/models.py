@@ -10,14 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from lit_career.baselines.registry import make_baseline
-from lit_career.baselines.saved import MODEL_FILE, load_model, save_model
+from lit_career.baselines.saved import MODEL_FILE, Fitted, load_model, save_model
 from lit_career.errors import InputError
 from lit_career.forecast.inputs import Education
 from lit_career.forecast.simulate import Forecaster
 from lit_career.io import write_file_atomic
 from lit_career.panel.careers import CareerPanel
 from lit_career.runs.finished import Row
-from lit_career.runs.row import fit_career
+from lit_career.runs.row import fit_row_career, pretraining_panel
 from lit_career.runs.spec import RowSpec
 from lit_career.synthetic.oracle import Oracle
 from lit_career.synthetic.world import WorldConfig, world_of
@@ -60,15 +60,16 @@ def forecaster(
             f"row {spec.name!r} is not finished in {spec.out_dir} and parallel parts would each fit it: run the "
             "row first, or one forecast without --parts"
         )
-    elif spec.model in ("career", "career_pretrained"):
-        source = spec.career.pretrain_source
-        pretrain = source.load() if source is not None else None
-        model = fit_career(spec, pretrain, train, valid, folder / "fit").model.cpu()
-        origin = "fitted on the train split by this forecast"
     else:
-        model = make_baseline(spec.model, spec.seed).fit(train, valid)
-        origin = "fitted on the train split by this forecast"
+        model, origin = _fit(spec, train, valid, folder), "fitted on the train split by this forecast"
     text = json.dumps({"origin": origin}) + "\n"
     write_file_atomic(folder / ORIGIN_FILE, lambda tmp: tmp.write_text(text))
     save_model(model, folder, train.vocab)  # last: its file marks the fit saved
     return model, origin
+
+
+def _fit(spec: RowSpec, train: CareerPanel, valid: CareerPanel, folder: Path) -> Fitted:
+    """The row's model fitted as the row runner fits it (CAREER's logs and checkpoints in ``folder/fit``)."""
+    if spec.model in ("career", "career_pretrained"):
+        return fit_row_career(spec, pretraining_panel(spec), train, valid, folder / "fit").model.cpu()
+    return make_baseline(spec.model, spec.seed).fit(train, valid)

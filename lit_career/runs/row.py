@@ -150,7 +150,13 @@ def _oracle(source: PanelSource) -> Predictor:
     return predict
 
 
-def fit_career(
+def pretraining_panel(spec: RowSpec) -> CareerPanel | None:
+    """The panel a CAREER row pretrains on (``career.pretrain_source``), or None."""
+    source = spec.career.pretrain_source
+    return source.load() if source is not None else None
+
+
+def fit_row_career(
     spec: RowSpec, pretrain: CareerPanel | None, train: CareerPanel, valid: CareerPanel, out_dir: Path
 ) -> CareerFit:
     """Pretrain CAREER on ``pretrain`` (when given) and fine-tune it on ``train`` with the row's settings."""
@@ -173,8 +179,8 @@ def fit_career(
 def _career(spec: RowSpec, train: CareerPanel, valid: CareerPanel, record: RowRecord) -> Predictor:
     """Pretrain (if the row has a pretraining source) and fine-tune CAREER; record sizes and epochs."""
     args = spec.career
-    pretrain = args.pretrain_source.load() if args.pretrain_source is not None else None
-    fit = fit_career(spec, pretrain, train, valid, spec.out_dir)
+    pretrain = pretraining_panel(spec)
+    fit = fit_row_career(spec, pretrain, train, valid, spec.out_dir)
     _save(fit.model, spec, record)
     record.parameters, record.epochs = count_parameters(fit.model)[0], fit.epochs
     record.extra["size"] = args.size
