@@ -8,7 +8,6 @@ from typing import Any
 
 from lit_career.errors import InputError
 from lit_career.forecast.inputs import Education
-from lit_career.panel.table import ColumnMap
 from lit_career.runs.spec import RowSpec, load_row
 from lit_career.sources import PanelSource
 
@@ -65,9 +64,10 @@ class ForecastSpec:
 
     def row_spec(self) -> RowSpec:
         """The row, with this forecast's ``source`` when given; a row that cannot sample is an error."""
-        spec = load_row(self.row) if self.root is None else load_row(self.row, root=self.root)
+        root = {} if self.root is None else {"root": self.root}
+        spec = load_row(self.row, **root)
         if spec.model == "lm":
-            spec = _as_its_corpus(spec, given=self.source is not None)
+            spec = load_row(self.row, **root, **_corpus_fields(spec, given=self.source is not None))
         if self.source is not None:
             spec = replace(spec, source=self.source)
         if self.education == "world" and spec.model != "oracle":
@@ -93,28 +93,18 @@ class ForecastSpec:
         return {"forecast": forecast, "row": asdict(row)}
 
 
-def _as_its_corpus(spec: RowSpec, given: bool) -> RowSpec:
-    """An LM row whose panel is read as its head's corpus reads it (``lm.data``, with ``lm.head_overrides`` of
-    ``data.init_args`` over it): its one source (several need ``given``, the forecast's own source), its
-    ``max_persons`` and ``split_seed``."""
+def _corpus_fields(spec: RowSpec, given: bool) -> dict[str, Any]:
+    """The row fields that read an LM row's panel as its head's corpus read it (``lm.data``, with
+    ``lm.head_overrides`` of ``data.init_args`` over it): its one source (several need ``given``, the forecast's
+    own source), its ``max_persons`` and ``split_seed``."""
     prefix = "data.init_args."
     head = {k.removeprefix(prefix): v for k, v in spec.lm.head_overrides.items() if k.startswith(prefix)}
     data = spec.lm.data | head
-    sources = data.get("sources") or [spec.source]
+    sources = data.get("sources") or []
     if len(sources) > 1 and not given:
         raise InputError(
             f"row {spec.name!r} reads {len(sources)} sources (a pooled LM): give the panel to forecast (--source)",
             column="source",
         )
-    source = sources[0]
-    if isinstance(source, dict):
-        columns = source.get("columns")
-        source = PanelSource(
-            **source | ({"columns": ColumnMap(**columns)} if isinstance(columns, dict) else {})
-        )
-    return replace(
-        spec,
-        source=source,
-        max_persons=data.get("max_persons"),
-        split_seed=data.get("split_seed", spec.split_seed),
-    )
+    fields = {"max_persons": data.get("max_persons"), "split_seed": data.get("split_seed", spec.split_seed)}
+    return fields | ({"source": sources[0]} if sources else {})
