@@ -128,7 +128,7 @@ def forecast(
         total=sum(len(shards[k]) for k in mine), unit="person", desc=f"{row.dataset}/{row.name}"
     ) as bar:
         for shard in mine:
-            part, persons = f"part-{shard:05d}.parquet", shards[shard]
+            part, persons = _part(shard), shards[shard]
             if not (folder / "paths" / part).is_file():
                 began = time.perf_counter()
                 futures = simulate(
@@ -141,13 +141,18 @@ def forecast(
                 seconds = time.perf_counter() - began
                 _write_shard(folder, part, persons, years, config.cutoff, futures, history.vocab, seconds)
             bar.update(len(persons))
-    missing = [k for k in range(len(shards)) if not (folder / "paths" / f"part-{k:05d}.parquet").is_file()]
+    missing = [k for k in range(len(shards)) if not (folder / "paths" / _part(k)).is_file()]
     if missing:  # other parts still sampling: the last to finish scores
         print(
             f"{len(missing)} of {len(shards)} shards are another part's and not written yet; scored when they are"
         )
         return {"missing_shards": len(missing)}
     return score(folder, test, history, years, config, row.name, origin)
+
+
+def _part(shard: int) -> str:
+    """The file name of a shard's parts (in ``paths/``, ``distributions/``, ``groups/``)."""
+    return f"part-{shard:05d}.parquet"
 
 
 def _check_reference(file: Path, years: np.ndarray) -> None:

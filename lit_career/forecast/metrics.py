@@ -50,7 +50,7 @@ def groupings(vocab: Vocabulary) -> list[str]:
     table = vocab.table
     occupations = table[~table["is_special"].to_numpy(bool)]
     given = [c for c in ("group12", "group17", "group") if c in table]
-    return [c for c in given if (occupations[c].notna() & occupations[c].ne("")).any()]
+    return [c for c in given if _filled(occupations[c]).any()]
 
 
 def categories(vocab: Vocabulary, grouping: str | None = None) -> Categories:
@@ -64,9 +64,9 @@ def categories(vocab: Vocabulary, grouping: str | None = None) -> Categories:
         names, of_occupation = ["Any occupation"], np.zeros((~special).sum(), np.int64)
     else:
         group = table.loc[~special, grouping].astype(object)
-        group = group.where(group.notna() & group.ne(""), None)  # tables read an empty cell as ""
+        group = group.where(_filled(group), None)
         title = table.loc[~special, f"{grouping}_title"].astype(object)
-        title = title.where(title.notna() & title.ne(""), group.astype(str))
+        title = title.where(_filled(title), group.astype(str))
         values = sorted(group.dropna().unique())
         names = [title[group == v].mode()[0] for v in values]
         index = {v: i for i, v in enumerate(values)}
@@ -76,6 +76,11 @@ def categories(vocab: Vocabulary, grouping: str | None = None) -> Categories:
     of_state[~special] = of_occupation
     of_state[special] = len(names) + np.arange(special.sum())
     return Categories(names + table.loc[special, "title"].tolist(), of_state)
+
+
+def _filled(values: pd.Series) -> pd.Series:
+    """Which values are given: neither missing nor empty (tables read an empty cell as "")."""
+    return values.notna() & values.ne("")
 
 
 def by_year(
